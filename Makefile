@@ -1,0 +1,48 @@
+# driftline — the two commands a new user runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BROKER := deploy/kafka/broker.sh
+
+.PHONY: test unit demo quality bench lint broker-start broker-stop clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## All tests, unit and integration, against a real broker (started here if none runs).
+test: $(STAMP)
+	deploy/with-broker.sh $(PY) -m pytest tests
+
+## Unit tests only: the pure core, no broker.
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+## Three models on a real broker; one degrades; the alerts are printed as they arrive.
+demo: $(STAMP)
+	deploy/with-broker.sh deploy/demo/demo.sh
+
+## Detection delay and false alarms of the defaults on seeded synthetic streams.
+quality: $(STAMP)
+	$(PY) bench/quality.py --output bench/QUALITY.md
+
+## Throughput through a real broker, as a ratio to raw consume-and-decode.
+bench: $(STAMP)
+	deploy/with-broker.sh $(PY) bench/throughput.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check detectors service tests bench
+	$(VENV)/bin/mypy
+
+broker-start:
+	$(BROKER) start
+
+broker-stop:
+	$(BROKER) stop
+
+clean:
+	-$(BROKER) stop
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,253 @@
+"""Feature rows to typed numpy columns: the one decode step every feature-side detector shares.
+
+A feature value is a JSON scalar: number, string, bool or null. A feature is *numeric* (int or
+float; bool is not a number here) or *categorical* (str; bools become ``"true"``/``"false"``).
+A value that does not fit its feature's kind is a *type mismatch*; it is kept out of the
+distribution (NaN / None) and counted, so data quality can report it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+FeatureKind = Literal["numeric", "categorical"]
+
+_NUMBER_TYPES = frozenset({int, float})
+_NUMERIC_FAST = frozenset({int, float, type(None)})
+_CATEGORICAL_FAST = frozenset({str, type(None)})
+_NONE = np.array(None, dtype=object)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureColumns:
+    """One batch of feature rows as columns.
+
+    Attributes
+    ----------
+    n
+        Rows in the batch.
+    numeric
+        Numeric features: float64, NaN where the value is missing, null, of the wrong type or
+        not finite.
+    categorical
+        Categorical features: ``dtype=object`` arrays of ``str``, ``None`` where the value is
+        missing, null or of the wrong type.
+    missing
+        Per feature (both kinds): key absent or value null.
+    type_mismatch
+        Per feature (both kinds): present and non-null but not usable as the feature's kind.
+        Non-finite numbers (NaN, infinities) count here too: they are present but not a value.
+
+    Examples
+    --------
+    >>> kinds = {"a": "numeric", "b": "categorical"}
+    >>> cols = columnarize([{"a": 1, "b": "x"}, {"a": "oops"}], kinds)
+    >>> cols.numeric["a"].tolist(), cols.categorical["b"].tolist()
+    ([1.0, nan], ['x', None])
+    >>> cols.missing["b"].tolist(), cols.type_mismatch["a"].tolist()
+    ([False, True], [False, True])
+    >>> cols.slice(1, 2).n
+    1
+    """
+
+    n: int
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, np.ndarray]
+    missing: dict[str, np.ndarray]
+    type_mismatch: dict[str, np.ndarray]
+
+    def kinds(self) -> dict[str, FeatureKind]:
+        """The kind of every feature held, by name."""
+        out: dict[str, FeatureKind] = dict.fromkeys(self.numeric, "numeric")
+        out.update(dict.fromkeys(self.categorical, "categorical"))
+        return out
+
+    def slice(self, start: int, stop: int) -> FeatureColumns:
+        """Rows ``start:stop`` (views, not copies)."""
+        start, stop, _ = slice(start, stop).indices(self.n)
+        stop = max(start, stop)
+        return FeatureColumns(
+            n=stop - start,
+            numeric={k: v[start:stop] for k, v in self.numeric.items()},
+            categorical={k: v[start:stop] for k, v in self.categorical.items()},
+            missing={k: v[start:stop] for k, v in self.missing.items()},
+            type_mismatch={k: v[start:stop] for k, v in self.type_mismatch.items()},
+        )
+
+    def select(self, kinds: Mapping[str, FeatureKind]) -> FeatureColumns:
+        """Exactly the features of ``kinds``; a feature absent here (or held with another kind)
+        becomes an all-missing column."""
+        numeric: dict[str, np.ndarray] = {}
+        categorical: dict[str, np.ndarray] = {}
+        missing: dict[str, np.ndarray] = {}
+        mismatch: dict[str, np.ndarray] = {}
+        for name, kind in kinds.items():
+            held = self.numeric if kind == "numeric" else self.categorical
+            if name in held:
+                (numeric if kind == "numeric" else categorical)[name] = held[name]
+                missing[name] = self.missing[name]
+                mismatch[name] = self.type_mismatch[name]
+                continue
+            if kind == "numeric":
+                numeric[name] = np.full(self.n, np.nan)
+            else:
+                categorical[name] = np.full(self.n, None, dtype=object)
+            missing[name] = np.ones(self.n, dtype=bool)
+            mismatch[name] = np.zeros(self.n, dtype=bool)
+        return FeatureColumns(self.n, numeric, categorical, missing, mismatch)
+
+    @classmethod
+    def concat(
+        cls, parts: Sequence[FeatureColumns], kinds: Mapping[str, FeatureKind]
+    ) -> FeatureColumns:
+        """Rows of ``parts`` one after the other, with the features of ``kinds``."""
+        selected = [p.select(kinds) for p in parts]
+        n = sum(p.n for p in selected)
+        if not selected:
+            return cls.empty(kinds)
+
+        def joined(attr: str, name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, attr)[name] for p in selected])
+
+        return cls(
+            n=n,
+            numeric={k: joined("numeric", k) for k, v in kinds.items() if v == "numeric"},
+            categorical={k: joined("categorical", k) for k, v in kinds.items() if v != "numeric"},
+            missing={k: joined("missing", k) for k in kinds},
+            type_mismatch={k: joined("type_mismatch", k) for k in kinds},
+        )
+
+    @classmethod
+    def empty(cls, kinds: Mapping[str, FeatureKind]) -> FeatureColumns:
+        """No rows, the features of ``kinds``."""
+        return cls(0, {}, {}, {}, {}).select(kinds)
+
+
+def infer_kinds(rows: Sequence[Mapping[str, object]]) -> dict[str, FeatureKind]:
+    """Kind of every feature in ``rows``: numeric when most non-null values are numbers.
+
+    Features that are only ever null are left out (nothing to infer from). Ties go to
+    categorical, which never drops a value as a mismatch that a number would have kept.
+
+    >>> infer_kinds([{"a": 1, "b": "x", "c": None}, {"a": 2.5, "b": True}])
+    {'a': 'numeric', 'b': 'categorical'}
+    """
+    numbers: dict[str, int] = {}
+    others: dict[str, int] = {}
+    for row in rows:
+        for name, value in row.items():
+            if value is None:
+                continue
+            if type(value) in _NUMBER_TYPES:
+                numbers[name] = numbers.get(name, 0) + 1
+            else:
+                others[name] = others.get(name, 0) + 1
+    names = sorted(numbers.keys() | others.keys())
+    return {
+        name: "numeric" if numbers.get(name, 0) > others.get(name, 0) else "categorical"
+        for name in names
+    }
+
+
+def columnarize(
+    rows: Sequence[Mapping[str, object]], kinds: Mapping[str, FeatureKind]
+) -> FeatureColumns:
+    """Turn feature rows into typed columns, one per feature of ``kinds``.
+
+    Keys of a row that are not in ``kinds`` are ignored here; the caller counts them.
+    """
+    n = len(rows)
+    numeric: dict[str, np.ndarray] = {}
+    categorical: dict[str, np.ndarray] = {}
+    missing: dict[str, np.ndarray] = {}
+    mismatch: dict[str, np.ndarray] = {}
+    for name, kind in kinds.items():
+        values = [row.get(name) for row in rows]
+        types = set(map(type, values))
+        is_null = (
+            np.fromiter((v is None for v in values), dtype=bool, count=n)
+            if type(None) in types
+            else np.zeros(n, dtype=bool)
+        )
+        if kind == "numeric":
+            numeric[name], mismatch[name] = _numeric_column(values, types, is_null)
+        else:
+            categorical[name], mismatch[name] = _categorical_column(values, types, is_null)
+        missing[name] = is_null
+    return FeatureColumns(n, numeric, categorical, missing, mismatch)
+
+
+def _numeric_column(
+    values: list[object], types: set[type], is_null: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    column: np.ndarray | None = None
+    if types <= _NUMERIC_FAST:
+        try:
+            # None converts to NaN; is_null tells it apart from a NaN that was sent.
+            column = np.array(values, dtype=np.float64)
+        except OverflowError:  # an int beyond float range: take the careful path
+            column = None
+    if column is None:
+        column = np.fromiter(_as_floats(values), dtype=np.float64, count=len(values))
+    invalid = ~np.isfinite(column)
+    bad = invalid & ~is_null
+    if invalid.any():
+        column[invalid] = np.nan
+    return column, bad
+
+
+def _as_floats(values: Iterable[object]) -> Iterable[float]:
+    for v in values:
+        if type(v) in _NUMBER_TYPES:
+            try:
+                yield float(v)  # type: ignore[arg-type]
+            except OverflowError:
+                yield math.inf  # present but not representable: a mismatch, like inf
+        else:
+            yield math.nan
+
+
+def _categorical_column(
+    values: list[object], types: set[type], is_null: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    n = len(values)
+    if types <= _CATEGORICAL_FAST:
+        return np.fromiter(values, dtype=object, count=n), np.zeros(n, dtype=bool)
+    cleaned = [
+        v if type(v) is str else ("true" if v else "false") if type(v) is bool else None
+        for v in values
+    ]
+    column = np.fromiter(cleaned, dtype=object, count=n)
+    return column, null_mask(column) & ~is_null
+
+
+def null_mask(values: np.ndarray) -> np.ndarray:
+    """True where an object array holds None."""
+    return np.asarray(np.equal(values, _NONE), dtype=bool)
+
+
+def encode_categories(
+    values: np.ndarray, sorted_categories: np.ndarray, codes: np.ndarray, other: int
+) -> np.ndarray:
+    """Category codes of ``values`` (object array of str / None), vectorised.
+
+    ``sorted_categories`` is a sorted ``str_`` array and ``codes`` the code of each of its
+    entries. Values not among the categories get ``other``; ``None`` gets ``-1``.
+    """
+    out = np.full(values.shape[0], other, dtype=np.int32)
+    if values.shape[0] == 0:
+        return out
+    none = null_mask(values)
+    if sorted_categories.shape[0] > 0:
+        text = values.astype(np.str_)  # None becomes "None", masked below
+        pos = np.searchsorted(sorted_categories, text)
+        pos = np.minimum(pos, sorted_categories.shape[0] - 1)
+        found = sorted_categories[pos] == text
+        out[found] = codes[pos[found]]
+    out[none] = -1
+    return out

@@ -1,0 +1,141 @@
+"""Per-model monitoring settings: what ``ModelMonitor`` runs and with which thresholds.
+
+Validated with pydantic so a bad config names the key and the problem. Every model inherits the
+``defaults`` block of the service config; a model's own block overrides it key by key.
+The defaults are calibrated by ``make quality`` (see ``bench/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskKind = Literal["auto", "classification", "regression"]
+DetectorName = Literal["adwin", "ddm", "eddm", "hddm_a", "hddm_w", "fhddm", "kswin", "page_hinkley"]
+ClassificationMetric = Literal[
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "positive_rate"
+]
+RegressionMetric = Literal["mae", "rmse", "mape", "r2"]
+LabelMetric = Literal["label_coverage", "label_delay_p50_ms", "label_delay_p95_ms"]
+
+# Metrics where larger is worse: their thresholds fire above the level.
+HIGHER_IS_WORSE = frozenset(
+    {"log_loss", "brier", "mae", "rmse", "mape", "label_delay_p50_ms", "label_delay_p95_ms"}
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConceptDriftSettings(_Strict):
+    enabled: bool = True
+    detector: DetectorName = "adwin"
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    loss: Literal["absolute", "squared"] = "absolute"
+    """Regression error stream: absolute or squared error."""
+    resolve_after: int = Field(default=2000, ge=1)
+    """Labelled events without a new signal before a firing concept-drift alert resolves."""
+
+
+class Threshold(_Strict):
+    metric: ClassificationMetric | RegressionMetric | LabelMetric
+    warning: float | None = None
+    critical: float | None = None
+    relative: bool = False
+    """Levels are a change from the reference value (a drop for accuracy-like metrics)."""
+    hysteresis: float = Field(default=0.01, ge=0)
+    min_samples: int = Field(default=200, ge=0)
+    for_updates: int = Field(default=1, ge=1)
+    cooldown: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Threshold:
+        if self.warning is None and self.critical is None:
+            raise ValueError("needs at least one of 'warning' or 'critical'")
+        return self
+
+
+def _default_thresholds() -> list[Threshold]:
+    return [
+        Threshold(metric="accuracy", relative=True, warning=0.05, critical=0.10),
+        Threshold(metric="rmse", relative=True, warning=0.25, critical=0.50),
+    ]
+
+
+class KpiSettings(_Strict):
+    enabled: bool = True
+    window: Literal["count", "time"] = "count"
+    size: int = Field(default=1000, ge=10)
+    duration_s: float | None = Field(default=None, gt=0)
+    every: int = Field(default=50, ge=1)
+    """Thresholds are evaluated every ``every`` labelled events."""
+    reference_size: int = Field(default=2000, ge=10)
+    """The first labelled events whose KPIs are the reference of relative thresholds."""
+    thresholds: list[Threshold] = Field(default_factory=_default_thresholds)
+
+    @model_validator(mode="after")
+    def _time_window_has_duration(self) -> KpiSettings:
+        if self.window == "time" and self.duration_s is None:
+            raise ValueError("window 'time' needs 'duration_s'")
+        return self
+
+
+class DriftSettings(_Strict):
+    enabled: bool = True
+    reference: Literal["first_n", "profile", "sliding"] = "first_n"
+    reference_size: int = Field(default=5000, ge=50)
+    profile: str | None = None
+    """Path of a profile made by ``driftline profile`` (reference 'profile')."""
+    window: Literal["count", "time"] = "count"
+    window_size: int = Field(default=1000, ge=50)
+    window_duration_s: float | None = Field(default=None, gt=0)
+    every: int = Field(default=250, ge=1)
+    alpha: float = Field(default=1e-4, gt=0, lt=1)
+    """Family-wise false-alarm probability of one evaluation, across all features."""
+    correction: Literal["bonferroni", "holm", "benjamini_hochberg"] = "bonferroni"
+    for_evaluations: int = Field(default=2, ge=1)
+    """Consecutive drifted evaluations before an alert fires."""
+    resolve_evaluations: int = Field(default=4, ge=1)
+    """Consecutive evaluations without drift before a firing alert resolves."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftSettings:
+        if self.reference == "profile" and not self.profile:
+            raise ValueError(
+                "reference 'profile' needs 'profile' (a file made by driftline profile)"
+            )
+        if self.window == "time" and self.window_duration_s is None:
+            raise ValueError("window 'time' needs 'window_duration_s'")
+        return self
+
+
+class QualityLevels(_Strict):
+    warning: float | None = None
+    critical: float | None = None
+
+
+class QualitySettings(_Strict):
+    enabled: bool = True
+    window_size: int = Field(default=500, ge=10)
+    every: int = Field(default=100, ge=1)
+    min_samples: int = Field(default=200, ge=1)
+    null_rate: QualityLevels = QualityLevels(warning=0.05, critical=0.15)
+    type_mismatch_rate: QualityLevels = QualityLevels(warning=0.01, critical=0.05)
+    out_of_range_rate: QualityLevels = QualityLevels(warning=0.05, critical=0.20)
+    unseen_category_rate: QualityLevels = QualityLevels(warning=0.05, critical=0.20)
+    relative: bool = True
+    """Levels are added to the reference rate, so a feature that is often null in the reference
+    alerts only when it gets worse."""
+
+
+class MonitorSettings(_Strict):
+    task: TaskKind = "auto"
+    """'auto' decides on the first labelled event: numeric non-integral labels mean regression."""
+    positive_label: str | int | bool = 1
+    concept_drift: ConceptDriftSettings = ConceptDriftSettings()
+    kpis: KpiSettings = KpiSettings()
+    data_drift: DriftSettings = DriftSettings()
+    prediction_drift: DriftSettings = DriftSettings()
+    data_quality: QualitySettings = QualitySettings()

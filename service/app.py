@@ -1,0 +1,434 @@
+"""The Kafka adapter: one module owns the consumer, the producer, the run loop and rebalances.
+
+Delivery is at-least-once: outputs of a batch are produced, then its offsets are *stored*; every
+``commit_interval_s`` (and on revoke and shutdown) the producer is flushed and only then are the
+stored offsets committed. A crash repeats at most one interval, and alerts repeat with the same
+``alert_id``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka.admin import AdminClient, NewTopic
+from detectors.reference import ModelProfile
+
+from service import metrics
+from service.config import Config, load_config
+from service.errors import KafkaError, TopologyError
+from service.http import Health, serve
+from service.logs import get_logger
+from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
+
+
+def load_profile(path: str) -> ModelProfile:
+    return ModelProfile.from_dict(orjson.loads(Path(path).read_bytes()))
+
+
+def dead_letter_headers(letter: DeadLetter, max_bytes: int) -> list[tuple[str, bytes]]:
+    record = letter.record
+    size = len(record.value or b"")
+    extra = [("driftline.original.size", str(size).encode())] if size > max_bytes else []
+    return [
+        *extra,
+        ("driftline.error.class", letter.error_class.encode()),
+        ("driftline.error.reason", letter.reason.encode()),
+        ("driftline.error.detail", letter.detail.encode()[:1000]),
+        ("driftline.source.topic", record.topic.encode()),
+        ("driftline.source.partition", str(record.partition).encode()),
+        ("driftline.source.offset", str(record.offset).encode()),
+        ("driftline.source.timestamp", str(record.timestamp_ms or "").encode()),
+    ]
+
+
+class DriftlineApp:
+    """``driftline run``: consume, process, produce, commit; until SIGTERM/SIGINT."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self._config = config
+        self._config_path = config_path
+        self._log = get_logger(component="app")
+        self._pipeline = Pipeline(config, profile_loader=load_profile)
+        self._running = False
+        self._reload_requested = False
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._consumed = 0
+        self._delivery_errors: list[str] = []
+        self._health = Health(config.http.stuck_after_s)
+        self._roles: dict[str, Role] = {
+            config.topics.predictions: "prediction",
+            config.topics.outcomes: "outcome",
+        }
+        self._config_mtime = self._mtime()
+        common = config.kafka_properties()
+        self._consumer = Consumer(
+            {
+                **common,
+                "group.id": config.kafka.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # Partition p of both topics must land on the same replica: range does that for
+                # co-partitioned topics.
+                "partition.assignment.strategy": "range",
+                "error_cb": self._on_error,
+            }
+        )
+        self._producer = Producer(
+            {
+                **common,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "error_cb": self._on_error,
+            }
+        )
+        self._admin = AdminClient(common)
+        self.http_server = None
+        if config.http.enabled:
+            self.http_server = serve(self._health, config.http.host, config.http.port)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        self._check_topology()
+        topics = [self._config.topics.predictions, self._config.topics.outcomes]
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self._running = True
+        self._health.set_state(started=True, broker_ok=True)
+        self._log.info("started", topics=topics, group_id=self._config.kafka.group_id)
+        processing = self._config.processing
+        last_commit = last_kpis = last_lag = time.monotonic()
+        try:
+            while self._running:
+                messages = self._consumer.consume(processing.batch_size, processing.poll_timeout_s)
+                self._health.beat()
+                if messages:
+                    self._handle(messages)
+                self._producer.poll(0)
+                now = time.monotonic()
+                if now - last_commit >= processing.commit_interval_s:
+                    self._commit()
+                    last_commit = now
+                if now - last_kpis >= processing.kpi_interval_s:
+                    self._publish_kpis()
+                    last_kpis = now
+                if now - last_lag >= 5.0:
+                    self._update_lag()
+                    last_lag = now
+                if self._reload_requested or self._config_changed():
+                    self._reload()
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._running = False
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self._request_reload())
+
+    def _request_reload(self) -> None:
+        self._reload_requested = True
+
+    def _shutdown(self) -> None:
+        self._log.info("stopping")
+        deadline = self._config.processing.shutdown_timeout_s
+        try:
+            self._commit(timeout_s=deadline)
+        finally:
+            self._consumer.close()
+            if self.http_server is not None:
+                self.http_server.shutdown()
+            self._log.info("stopped", consumed=self._consumed)
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def _handle(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        records: list[InputRecord] = []
+        roles = self._roles
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._on_message_error(error)
+                continue
+            topic = message.topic()
+            assert topic is not None
+            _, timestamp = message.timestamp()
+            records.append(
+                InputRecord(
+                    role=roles[topic],
+                    topic=topic,
+                    partition=message.partition() or 0,
+                    offset=message.offset() or 0,
+                    key=message.key(),
+                    value=message.value(),
+                    timestamp_ms=timestamp if timestamp > 0 else None,
+                )
+            )
+        self._consumed += len(records)
+        result = self._pipeline.process(records)
+        self._publish(result)
+        for record in records:
+            metrics.EVENTS_CONSUMED.labels(record.topic).inc()
+            self._offsets[(record.topic, record.partition)] = record.offset + 1
+        metrics.BATCH_SIZE.observe(len(records))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _publish(self, result: BatchResult) -> None:
+        topics = self._config.topics
+        produce = self._producer.produce
+        for alert in result.alerts:
+            produce(
+                topics.alerts,
+                key=alert["model_id"].encode(),
+                value=orjson.dumps(alert),
+                on_delivery=self._on_delivery,
+            )
+            metrics.ALERTS.labels(alert["kind"], alert["severity"], alert["status"]).inc()
+            active = metrics.ALERT_ACTIVE.labels(alert["model_id"], alert["kind"])
+            if alert["status"] == "firing":
+                active.inc()
+            else:
+                active.dec()
+            self._log.warning(
+                "alert",
+                model_id=alert["model_id"],
+                kind=alert["kind"],
+                status=alert["status"],
+                severity=alert["severity"],
+                detector=alert["detector"],
+                subject=alert.get("feature", alert.get("metric")),
+                value=alert["value"],
+                threshold=alert["threshold"],
+                alert_id=alert["alert_id"],
+            )
+        cap = self._config.limits.dead_letter_max_bytes
+        for letter in result.dead_letters:
+            value = letter.record.value
+            produce(
+                topics.dead_letters,
+                key=letter.record.key,
+                value=value[:cap] if value is not None else None,
+                headers=dead_letter_headers(letter, cap),
+                on_delivery=self._on_delivery,
+            )
+            metrics.DEAD_LETTERS.labels(letter.reason).inc()
+        if result.dead_letters:
+            self._log.info(
+                "dead_letters",
+                count=len(result.dead_letters),
+                reasons=sorted({d.reason for d in result.dead_letters}),
+            )
+        for model_id, error in result.failures:
+            metrics.MODEL_FAILED.labels(model_id).set(1)
+            metrics.MODEL_FAILURES.labels(model_id).inc()
+            self._log.error("model_failed", model_id=model_id, error=error)
+        metrics.LABELED.inc(result.labeled)
+        metrics.EXPIRED_PREDICTIONS.inc(result.expired_predictions)
+        metrics.JOIN_EVICTIONS.inc(result.evicted)
+        metrics.MODELS.set(self._pipeline.model_count)
+        tasks = self._pipeline.tasks.values()
+        metrics.JOIN_WAITING.labels("predictions").set(
+            sum(t.join.waiting_predictions for t in tasks)
+        )
+        metrics.JOIN_WAITING.labels("outcomes").set(sum(t.join.waiting_outcomes for t in tasks))
+
+    def _publish_kpis(self) -> None:
+        for snapshot in self._pipeline.kpi_snapshots():
+            self._producer.produce(
+                self._config.topics.kpis,
+                key=snapshot["model_id"].encode(),
+                value=orjson.dumps(snapshot),
+                on_delivery=self._on_delivery,
+            )
+            for name, value in snapshot.get("kpis", {}).items():
+                if isinstance(value, int | float):
+                    metrics.KPI.labels(snapshot["model_id"], name).set(value)
+
+    # -- offsets -------------------------------------------------------------------------------
+
+    def _commit(self, timeout_s: float = 30.0, partitions: set[int] | None = None) -> None:
+        """Flush outputs, then commit stored offsets: nothing is committed before it is out."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            metrics.COMMITS.labels("skipped").inc()
+            raise KafkaError(
+                f"{remaining} outputs undelivered, delivery errors: {errors[:5]}; offsets not "
+                "committed so the batch is processed again after restart"
+            )
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in self._offsets.items()
+            if partitions is None or partition in partitions
+        ]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            metrics.COMMITS.labels("error").inc()
+            if err.code() in (RdKafkaError._NO_OFFSET,):
+                return
+            self._log.error("commit_failed", code=err.name(), reason=err.str())
+            if not err.retriable():
+                raise KafkaError("offset commit failed", err.name()) from exc
+            return
+        metrics.COMMITS.labels("ok").inc()
+        for tp in offsets:
+            if partitions is not None:
+                self._offsets.pop((tp.topic, tp.partition), None)
+
+    # -- rebalance callbacks ------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tasks = sorted({tp.partition for tp in partitions})
+        self._pipeline.assign(tasks)
+        self._health.set_state(assigned=len(self._pipeline.tasks))
+        metrics.REBALANCES.labels("assign").inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
+        self._log.info("partitions_assigned", tasks=tasks)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tasks = {tp.partition for tp in partitions}
+        try:
+            self._commit(partitions=tasks)
+        except KafkaError as exc:
+            self._log.error("commit_on_revoke_failed", error=str(exc))
+        self._pipeline.revoke(tasks)
+        self._health.set_state(assigned=len(self._pipeline.tasks))
+        metrics.REBALANCES.labels("revoke").inc()
+        metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
+        self._log.info("partitions_revoked", tasks=sorted(tasks))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tasks = {tp.partition for tp in partitions}
+        # Lost, not revoked: another replica may own them already, so nothing is committed.
+        for key in [k for k in self._offsets if k[1] in tasks]:
+            del self._offsets[key]
+        self._pipeline.revoke(tasks)
+        metrics.REBALANCES.labels("lost").inc()
+        self._log.warning("partitions_lost", tasks=sorted(tasks))
+
+    # -- errors and health ---------------------------------------------------------------------
+
+    def _on_error(self, error: RdKafkaError) -> None:
+        metrics.KAFKA_ERRORS.labels(error.name()).inc()
+        if error.code() in (RdKafkaError._ALL_BROKERS_DOWN, RdKafkaError._TRANSPORT):
+            self._health.set_state(broker_ok=False)
+        self._log.warning("kafka_error", code=error.name(), reason=error.str(), fatal=error.fatal())
+        if error.fatal():
+            self._running = False
+
+    def _on_message_error(self, error: RdKafkaError) -> None:
+        if error.code() == RdKafkaError._PARTITION_EOF:
+            return
+        metrics.KAFKA_ERRORS.labels(error.name()).inc()
+        if error.fatal():
+            raise KafkaError("consumer failed", error.name())
+        self._log.warning("consume_error", code=error.name(), reason=error.str())
+
+    def _on_delivery(self, error: RdKafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._delivery_errors.append(f"{message.topic()}: {error.name()}")
+            self._log.error("delivery_failed", topic=message.topic(), code=error.name())
+
+    def _update_lag(self) -> None:
+        try:
+            assignment = self._consumer.assignment()
+            positions = self._consumer.position(assignment)
+            for tp in positions:
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                lag = high - tp.offset if tp.offset >= 0 else high
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+            self._health.set_state(broker_ok=True)
+        except KafkaException as exc:
+            self._health.set_state(broker_ok=False)
+            self._log.warning("lag_check_failed", reason=str(exc))
+
+    # -- topology and reload -------------------------------------------------------------------
+
+    def _check_topology(self) -> None:
+        topics = self._config.topics
+        try:
+            metadata = self._admin.list_topics(timeout=30)
+        except KafkaException as exc:
+            raise KafkaError("cannot reach the Kafka cluster", exc.args[0].name()) from exc
+        counts = {}
+        for name in (topics.predictions, topics.outcomes):
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                raise TopologyError(
+                    f"input topic {name!r} does not exist; create it (driftline create-topics) "
+                    "or set topics.predictions / topics.outcomes"
+                )
+            counts[name] = len(topic.partitions)
+        if len(set(counts.values())) != 1:
+            raise TopologyError(
+                f"input topics are not co-partitioned: {counts}; both must have the same number "
+                "of partitions, keyed by model_id"
+            )
+
+    def _mtime(self) -> float | None:
+        if self._config_path is None:
+            return None
+        try:
+            return Path(self._config_path).stat().st_mtime
+        except OSError:
+            return None
+
+    def _config_changed(self) -> bool:
+        mtime = self._mtime()
+        return mtime is not None and mtime != self._config_mtime
+
+    def _reload(self) -> None:
+        self._reload_requested = False
+        self._config_mtime = self._mtime()
+        try:
+            config = load_config(self._config_path)
+        except Exception as exc:
+            metrics.CONFIG_RELOADS.labels("error").inc()
+            self._log.error("config_reload_failed", error=str(exc))
+            return
+        reset = self._pipeline.reconfigure(config)
+        self._config = config
+        metrics.CONFIG_RELOADS.labels("ok").inc()
+        self._log.info("config_reloaded", reset_models=reset)
+
+
+def create_topics(config: Config, partitions: int, wait_s: float = 30.0) -> list[str]:
+    """Create the input and output topics that do not exist yet. Returns the names created."""
+    admin = AdminClient(config.kafka_properties())
+    existing = set(admin.list_topics(timeout=wait_s).topics)
+    topics = config.topics
+    wanted = [topics.predictions, topics.outcomes, topics.alerts, topics.dead_letters, topics.kpis]
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=-1)
+        for name in wanted
+        if name not in existing
+    ]
+    if not new:
+        return []
+    futures = admin.create_topics(new, operation_timeout=wait_s)
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=wait_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != RdKafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaError(f"cannot create topic {name}", exc.args[0].name()) from exc
+    return created

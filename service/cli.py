@@ -1,0 +1,165 @@
+"""The ``driftline`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO
+
+import orjson
+import yaml
+
+from service.config import Config, load_config
+from service.errors import DriftlineError
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except DriftlineError as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if exc.__class__.__name__ == "ConfigError" else EXIT_RUNTIME
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline", description="Streaming drift detection for ML models on Kafka."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="consume predictions and outcomes, publish alerts")
+    run.add_argument("--config", help="YAML config file (DRIFTLINE_* variables override it)")
+    run.set_defaults(handler=_run)
+
+    rep = sub.add_parser("replay", help="run the same pipeline over a JSON-lines file")
+    rep.add_argument("--input", required=True, help="records {topic, key, value}, one per line")
+    rep.add_argument("--config")
+    rep.add_argument("--output", help="alerts as JSON lines (default: stdout)")
+    rep.add_argument("--dead-letters", help="write dead letters as JSON lines to this file")
+    rep.set_defaults(handler=_replay)
+
+    prof = sub.add_parser("profile", help="make a baseline profile from training data")
+    prof.add_argument(
+        "--input",
+        required=True,
+        help="JSON lines: prediction events, or objects with a 'features' object",
+    )
+    prof.add_argument("--output", required=True)
+    prof.set_defaults(handler=_profile)
+
+    check = sub.add_parser("check-config", help="validate a config, print the effective config")
+    check.add_argument("config", nargs="?")
+    check.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="also print the effective settings of this model_id",
+    )
+    check.set_defaults(handler=_check_config)
+
+    topics = sub.add_parser("create-topics", help="create the topics that do not exist yet")
+    topics.add_argument("--config")
+    topics.add_argument("--partitions", type=int, default=4)
+    topics.set_defaults(handler=_create_topics)
+    return parser
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from service.app import DriftlineApp
+    from service.logs import configure_logging
+
+    config = _load(args.config)
+    configure_logging(config.logging.format, config.logging.level)
+    return DriftlineApp(config, args.config).run()
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from service.app import load_profile
+    from service.replay import replay
+
+    config = _load(args.config)
+    with ExitStack() as stack:
+        source = stack.enter_context(Path(args.input).open("rb"))
+        sink: IO[bytes] = (
+            stack.enter_context(Path(args.output).open("wb")) if args.output else sys.stdout.buffer
+        )
+        letters = (
+            stack.enter_context(Path(args.dead_letters).open("wb")) if args.dead_letters else None
+        )
+        records, alerts, dead = replay(config, source, sink, load_profile, letters)
+    print(f"replayed {records} records: {alerts} alerts, {dead} dead letters", file=sys.stderr)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from detectors.columns import columnarize, infer_kinds
+    from detectors.reference import ModelProfile
+
+    rows = []
+    with Path(args.input).open("rb") as source:
+        for number, line in enumerate(source):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                print(f"driftline: {args.input}:{number + 1}: not JSON: {exc}", file=sys.stderr)
+                return EXIT_RUNTIME
+            features = doc.get("features") if isinstance(doc, dict) else None
+            if not isinstance(features, dict):
+                print(
+                    f"driftline: {args.input}:{number + 1}: no 'features' object", file=sys.stderr
+                )
+                return EXIT_RUNTIME
+            rows.append(features)
+    if not rows:
+        print(f"driftline: {args.input} has no rows", file=sys.stderr)
+        return EXIT_RUNTIME
+    kinds = infer_kinds(rows)
+    profile = ModelProfile.from_columns(columnarize(rows, kinds), kinds)
+    Path(args.output).write_bytes(
+        orjson.dumps(profile.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    )
+    print(f"profiled {len(rows)} rows, {len(kinds)} features -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    effective = config.redacted()
+    models = {
+        model_id: config.monitor_settings(model_id).model_dump(mode="json")
+        for model_id in [*config.models, *args.model]
+    }
+    effective["effective_models"] = models
+    effective["effective_defaults"] = config.monitor_settings("__defaults__").model_dump(
+        mode="json"
+    )
+    sys.stdout.write(yaml.safe_dump(effective, sort_keys=False))
+    return 0
+
+
+def _create_topics(args: argparse.Namespace) -> int:
+    from service.app import create_topics
+
+    config = _load(args.config)
+    created = create_topics(config, args.partitions)
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Decoding and validation of input events.
+
+Hand-written checks mirror ``schemas/prediction.v1.json`` and ``schemas/outcome.v1.json``
+(tests hold the two in agreement): running a JSON Schema validator per message would cost more than
+the rest of the hot path together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from detectors.events import Outcome, Prediction, Score, Source
+
+SCHEMA_VERSION: Final = 1
+MAX_ID_LENGTH: Final = 256
+MAX_MODEL_ID_LENGTH: Final = 128
+MAX_SEGMENT_VALUE_LENGTH: Final = 64
+_MODEL_ID_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-"
+)
+
+# Dead-letter reasons: a closed set, because they are metric label values.
+REASONS: Final = (
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "non_finite_number",
+    "too_deep",
+    "not_an_object",
+    "unsupported_schema_version",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "too_many_features",
+    "duplicate_event_id",
+    "unmatched_outcome",
+    "unknown_model",
+    "model_limit",
+    "processing_error",
+)
+
+
+class DecodeError(Exception):
+    """A message the service cannot use. ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_message_bytes: int = 1_048_576
+    max_features: int = 2_000
+
+
+def parse_json(value: bytes | None, limits: DecodeLimits) -> dict[str, object]:
+    if value is None:
+        raise DecodeError("not_an_object", "message has no value (tombstone)")
+    if len(value) > limits.max_message_bytes:
+        raise DecodeError(
+            "too_large", f"message is {len(value)} bytes, limit is {limits.max_message_bytes}"
+        )
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise _classify_json_error(value, exc) from None
+    if not isinstance(doc, dict):
+        raise DecodeError("not_an_object", f"event is a JSON {type(doc).__name__}, not an object")
+    version = doc.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise DecodeError(
+            "unsupported_schema_version",
+            f"schema_version {version!r} is not supported (this service reads {SCHEMA_VERSION})",
+        )
+    return doc
+
+
+def _classify_json_error(value: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
+    message = str(exc)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as uexc:
+        return DecodeError("invalid_utf8", f"not valid UTF-8 at byte {uexc.start}")
+    if "recursion" in message.lower() or "depth" in message.lower():
+        return DecodeError("too_deep", "JSON nesting exceeds the decoder's depth limit")
+    if any(token in value for token in (b"NaN", b"Infinity")):
+        return DecodeError("non_finite_number", "NaN and Infinity are not JSON numbers")
+    return DecodeError("invalid_json", message[:200])
+
+
+def decode_prediction(value: bytes | None, source: Source, limits: DecodeLimits) -> Prediction:
+    doc = parse_json(value, limits)
+    features = doc.get("features", _MISSING)
+    if features is _MISSING:
+        raise DecodeError("missing_field", "'features' is required")
+    if not isinstance(features, dict):
+        raise DecodeError("wrong_type", "'features' must be an object")
+    if len(features) > limits.max_features:
+        raise DecodeError(
+            "too_many_features",
+            f"event has {len(features)} features, limit is {limits.max_features}",
+        )
+    for name, feature in features.items():
+        if feature is not None and not isinstance(feature, _FEATURE_TYPES):
+            raise DecodeError(
+                "wrong_type", f"feature {name!r} must be a number, string, boolean or null"
+            )
+    segment = doc.get("segment")
+    if segment is not None:
+        _check_segment(segment)
+    return Prediction(
+        event_id=_id(doc, "event_id", MAX_ID_LENGTH),
+        model_id=_model_id(doc),
+        model_version=_optional_string(doc, "model_version"),
+        timestamp_ms=_timestamp_ms(doc),
+        features=features,
+        prediction=_label(doc, "prediction"),
+        score=_score(doc.get("score")),
+        segment=segment,
+        source=source,
+    )
+
+
+def decode_outcome(value: bytes | None, source: Source, limits: DecodeLimits) -> Outcome:
+    doc = parse_json(value, limits)
+    prediction = doc.get("prediction")
+    return Outcome(
+        event_id=_id(doc, "event_id", MAX_ID_LENGTH),
+        model_id=_model_id(doc),
+        model_version=_optional_string(doc, "model_version"),
+        timestamp_ms=_timestamp_ms(doc),
+        label=_label(doc, "label"),
+        prediction=None if prediction is None else _label(doc, "prediction"),
+        score=_score(doc.get("score")),
+        source=source,
+    )
+
+
+_MISSING: Final = object()
+_FEATURE_TYPES: Final = (int, float, str, bool)
+
+
+def _required(doc: dict[str, object], key: str) -> object:
+    value = doc.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        raise DecodeError("missing_field", f"{key!r} is required")
+    return value
+
+
+def _id(doc: dict[str, object], key: str, max_length: int) -> str:
+    value = _required(doc, key)
+    if not isinstance(value, str):
+        raise DecodeError("wrong_type", f"{key!r} must be a string")
+    if not value or len(value) > max_length:
+        raise DecodeError("invalid_value", f"{key!r} must have 1 to {max_length} characters")
+    return value
+
+
+def _model_id(doc: dict[str, object]) -> str:
+    model_id = _id(doc, "model_id", MAX_MODEL_ID_LENGTH)
+    if not _MODEL_ID_CHARS.issuperset(model_id):
+        raise DecodeError("invalid_value", "'model_id' may use only letters, digits and . _ : -")
+    return model_id
+
+
+def _optional_string(doc: dict[str, object], key: str) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError("wrong_type", f"{key!r} must be a string")
+    if len(value) > MAX_MODEL_ID_LENGTH:
+        raise DecodeError("invalid_value", f"{key!r} is longer than {MAX_MODEL_ID_LENGTH}")
+    return value
+
+
+def _label(doc: dict[str, object], key: str) -> object:
+    value = _required(doc, key)
+    if not isinstance(value, _FEATURE_TYPES):
+        raise DecodeError("wrong_type", f"{key!r} must be a string, number or boolean")
+    return value
+
+
+def _timestamp_ms(doc: dict[str, object]) -> int:
+    value = _required(doc, "timestamp")
+    if isinstance(value, bool):
+        raise DecodeError("wrong_type", "'timestamp' must be an RFC 3339 string or epoch ms")
+    if isinstance(value, int):
+        if value < 0:
+            raise DecodeError("invalid_value", "'timestamp' must not be negative")
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise DecodeError(
+                "invalid_value", f"'timestamp' {value[:40]!r} is not an RFC 3339 date-time"
+            ) from None
+        if parsed.tzinfo is None:
+            raise DecodeError("invalid_value", "'timestamp' must carry a UTC offset (RFC 3339)")
+        return int(parsed.timestamp() * 1000)
+    raise DecodeError("wrong_type", "'timestamp' must be an RFC 3339 string or epoch ms")
+
+
+def _score(value: object) -> Score:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise DecodeError("wrong_type", "'score' must be a number or an object of numbers")
+    if isinstance(value, int | float):
+        return _probability(float(value), "'score'")
+    if isinstance(value, dict):
+        scores: dict[str, float] = {}
+        for name, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise DecodeError("wrong_type", f"'score.{name}' must be a number")
+            scores[name] = _probability(float(item), f"'score.{name}'")
+        return scores
+    raise DecodeError("wrong_type", "'score' must be a number or an object of numbers")
+
+
+def _probability(value: float, what: str) -> float:
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise DecodeError("invalid_value", f"{what} must be a probability in [0, 1]")
+    return value
+
+
+def _check_segment(segment: object) -> None:
+    if not isinstance(segment, dict):
+        raise DecodeError("wrong_type", "'segment' must be an object of strings")
+    for name, item in segment.items():
+        if not isinstance(item, str):
+            raise DecodeError("wrong_type", f"'segment.{name}' must be a string")
+        if len(item) > MAX_SEGMENT_VALUE_LENGTH:
+            raise DecodeError(
+                "invalid_value", f"'segment.{name}' is longer than {MAX_SEGMENT_VALUE_LENGTH}"
+            )

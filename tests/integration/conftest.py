@@ -1,0 +1,301 @@
+"""Integration fixtures: the real broker (started by ``make test``), per-test topics, the service
+as a real subprocess, and helpers that wait on conditions with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIFTLINE = [sys.executable, "-m", "service.cli"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    address = os.environ.get("DRIFTLINE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    admin = AdminClient({"bootstrap.servers": address})
+    try:
+        admin.list_topics(timeout=20)
+    except Exception as exc:  # the run must fail loudly, never skip
+        pytest.fail(
+            f"no Kafka broker answers at {address} ({exc}); run the tests with `make test`, "
+            "which starts deploy/kafka/broker.sh"
+        )
+    return address
+
+
+@dataclass
+class Topics:
+    prefix: str
+    predictions: str
+    outcomes: str
+    alerts: str
+    dead_letters: str
+    kpis: str
+    group_id: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DRIFTLINE_TOPICS__PREDICTIONS": self.predictions,
+            "DRIFTLINE_TOPICS__OUTCOMES": self.outcomes,
+            "DRIFTLINE_TOPICS__ALERTS": self.alerts,
+            "DRIFTLINE_TOPICS__DEAD_LETTERS": self.dead_letters,
+            "DRIFTLINE_TOPICS__KPIS": self.kpis,
+            "DRIFTLINE_GROUP_ID": self.group_id,
+        }
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
+        operation_timeout=30,
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+@pytest.fixture
+def topics(bootstrap: str, request: pytest.FixtureRequest) -> Topics:
+    prefix = f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:6]}"
+    result = Topics(
+        prefix,
+        f"{prefix}.predictions",
+        f"{prefix}.outcomes",
+        f"{prefix}.alerts",
+        f"{prefix}.dead-letters",
+        f"{prefix}.kpis",
+        f"{prefix}.group",
+    )
+    create_topics(bootstrap, [result.predictions, result.outcomes], partitions=2)
+    create_topics(bootstrap, [result.alerts, result.dead_letters, result.kpis], partitions=1)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class ServiceProcess:
+    """``driftline run`` as a real subprocess."""
+
+    bootstrap: str
+    topics: Topics
+    tmp: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    starts: int = 0
+
+    def start(self) -> ServiceProcess:
+        config = {
+            "processing": {"commit_interval_s": 0.5, "poll_timeout_s": 0.1},
+            "http": {"port": self.port, "host": "127.0.0.1"},
+            "logging": {"format": "json", "level": "info"},
+        }
+        config = _merge(config, self.config)
+        path = self.tmp / "driftline.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.starts += 1
+        self.log_path = self.tmp / f"service-{self.starts}.log"
+        env = {**os.environ, **self.topics.env(), "DRIFTLINE_BOOTSTRAP_SERVERS": self.bootstrap}
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*DRIFTLINE, "run", "--config", str(path)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        assert self.log_path is not None
+        lines = []
+        for raw in self.log_path.read_bytes().splitlines():
+            try:
+                lines.append(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                lines.append({"raw": raw.decode("utf-8", "replace")})
+        return lines
+
+    def wait_logged(self, event: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_for(
+            lambda: next((x for x in self.log_lines() if x.get("event") == event), None),
+            timeout,
+            f"the service to log {event!r}; log: {self.log_path}",
+        )
+
+    def stop(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(
+                f"driftline did not stop within {timeout} s of SIGTERM; log: {self.log_path}"
+            )
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+@pytest.fixture
+def service(bootstrap: str, topics: Topics, tmp_path: Path) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(bootstrap, topics, tmp_path)
+    yield proc
+    if proc.process is not None and proc.process.poll() is None:
+        proc.stop()
+
+
+def produce(bootstrap: str, items: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 10, "message.max.bytes": 10_000_000}
+    )
+    count = 0
+    for topic, key, value in items:
+        producer.produce(topic, key=key, value=value)
+        count += 1
+        if count % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0, "the test producer could not deliver everything"
+    return count
+
+
+def produce_events(
+    bootstrap: str, topics: Topics, pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]]
+) -> int:
+    def items() -> Iterator[tuple[str, bytes | None, bytes | None]]:
+        for prediction, outcome in pairs:
+            key = prediction["model_id"].encode()
+            yield topics.predictions, key, orjson.dumps(prediction)
+            yield topics.outcomes, key, orjson.dumps(outcome)
+
+    return produce(bootstrap, items())
+
+
+class TopicReader:
+    """Reads a topic from the beginning and keeps everything it has read."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.messages: list[Message] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.subscribe([topic])
+
+    def poll(self) -> list[Message]:
+        for message in self._consumer.consume(1000, 0.2):
+            if message.error() is None:
+                self.messages.append(message)
+        return self.messages
+
+    def values(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value() or b"null") for m in self.messages]
+
+    def wait(
+        self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
+    ) -> list[dict[str, Any]]:
+        def check() -> list[dict[str, Any]] | None:
+            self.poll()
+            values = self.values()
+            return values if condition(values) else None
+
+        return wait_for(check, timeout, what, interval=0)
+
+    def drain(self, quiet_s: float = 2.0) -> list[Message]:
+        """Read until nothing new arrives for ``quiet_s`` (used to assert an absence)."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            before = len(self.messages)
+            self.poll()
+            if len(self.messages) != before:
+                last = time.monotonic()
+        return self.messages
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@pytest.fixture
+def reader(bootstrap: str) -> Iterator[Callable[[str], TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def make(topic: str) -> TopicReader:
+        readers.append(TopicReader(bootstrap, topic))
+        return readers[-1]
+
+    yield make
+    for r in readers:
+        r.close()
+
+
+def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: int) -> dict[int, int]:
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    except KafkaException:
+        # The group coordinator is still being elected (NOT_COORDINATOR): nothing committed yet.
+        return {}
+    finally:
+        consumer.close()

@@ -1,0 +1,187 @@
+"""``driftline run`` against the real broker: alerts, no false alarms, restarts, clean shutdown."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from service.config import load_config
+from service.replay import replay
+from service.synthetic import ModelStream, generate
+
+from .conftest import ROOT, ServiceProcess, Topics, committed_offsets, produce_events, wait_for
+
+ALERT_SCHEMA = jsonschema.Draft202012Validator(
+    json.loads((ROOT / "schemas" / "alert.v1.json").read_text()),
+    format_checker=jsonschema.FormatChecker(),
+)
+KPI_SCHEMA = jsonschema.Draft202012Validator(
+    json.loads((ROOT / "schemas" / "kpi.v1.json").read_text()),
+    format_checker=jsonschema.FormatChecker(),
+)
+DEGRADED = ModelStream("credit", seed=11, change_at=3000, accuracy_after=0.70)
+HEALTHY = ModelStream("fraud", seed=12)
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def wait_processed(bootstrap: str, topics: Topics, timeout: float = 120) -> None:
+    """Wait until the group's committed offsets reach the end of both input topics.
+
+    The service flushes its outputs before it commits, so afterwards every alert caused by the
+    input is in the alerts topic."""
+    for topic in (topics.predictions, topics.outcomes):
+        ends = end_offsets(bootstrap, topic, 2)
+
+        def caught_up(t: str = topic, e: dict[int, int] = ends) -> bool:
+            committed = committed_offsets(bootstrap, topics.group_id, t, 2)
+            # An empty partition has nothing to commit.
+            return all(end == 0 or committed.get(p) == end for p, end in e.items())
+
+        wait_for(caught_up, timeout, f"the service to commit {topic} up to {ends}")
+
+
+def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every message of a one-partition topic, up to its current end."""
+    end = end_offsets(bootstrap, topic, 1)[0]
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "read-all", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    messages: list[Any] = []
+    try:
+        wait_for(
+            lambda: (
+                messages.extend(m for m in consumer.consume(500, 0.2) if not m.error())
+                or len(messages) >= end
+            ),
+            30,
+            f"{end} messages on {topic}",
+            interval=0,
+        )
+    finally:
+        consumer.close()
+    return messages
+
+
+def essentials(alert: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        alert["model_id"],
+        alert["kind"],
+        alert["status"],
+        alert["severity"],
+        alert["detector"],
+        alert.get("metric"),
+        alert.get("feature"),
+        round(alert["value"], 9) if isinstance(alert["value"], float) else alert["value"],
+        round(alert["threshold"], 9) if isinstance(alert["threshold"], float) else None,
+    )
+
+
+def replay_alerts(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    lines = b"".join(
+        orjson.dumps({"topic": topic, "key": event["model_id"], "value": event}) + b"\n"
+        for prediction, outcome in pairs
+        for topic, event in (("predictions", prediction), ("outcomes", outcome))
+    )
+    sink = io.BytesIO()
+    replay(load_config(None, environ={}), io.BytesIO(lines), sink)
+    return [orjson.loads(line) for line in sink.getvalue().splitlines()]
+
+
+def test_degraded_model_alerts_healthy_model_does_not(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    pairs = [*generate(DEGRADED, 6000), *generate(HEALTHY, 6000)]
+    produce_events(bootstrap, topics, pairs)
+    service.start()
+    wait_processed(bootstrap, topics)
+    messages = read_all(bootstrap, topics.alerts)
+    alerts = [orjson.loads(m.value()) for m in messages]
+    for message, alert in zip(messages, alerts, strict=True):
+        ALERT_SCHEMA.validate(alert)
+        assert message.key() == alert["model_id"].encode()
+    assert all(a["model_id"] == "credit" for a in alerts), "the healthy model must not alert"
+    kpi = [a for a in alerts if a["kind"] == "kpi_threshold" and a["status"] == "firing"]
+    assert {(a["metric"], a["severity"]) for a in kpi} == {
+        ("accuracy", "warning"),
+        ("accuracy", "critical"),
+    }
+    for alert in kpi:
+        # Fired at the first evaluation below the level: at most one cadence step past it.
+        assert alert["threshold"] - 0.03 < alert["value"] < alert["threshold"]
+        assert alert["reference"]["value"] > 0.9
+        assert alert["source"]["topic"] == topics.outcomes
+    # Kafka and replay decide the same: same alerts, same values (ids differ by source offset).
+    assert sorted(map(essentials, alerts)) == sorted(map(essentials, replay_alerts(pairs)))
+    assert service.stop() == 0
+
+
+def test_restart_resumes_from_committed_offsets(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    first = list(generate(HEALTHY, 1500))
+    second = list(generate(HEALTHY, 1000, offset=1500))
+    produce_events(bootstrap, topics, first)
+    service.start()
+    wait_processed(bootstrap, topics)
+    assert service.stop() == 0
+    stopped = service.log_lines()
+    assert any(line.get("event") == "stopped" for line in stopped)
+
+    produce_events(bootstrap, topics, second)
+    service.start()
+    wait_processed(bootstrap, topics)
+    assert service.stop() == 0
+    # The second run read only what came after the committed offsets: nothing twice.
+    consumed = [line for line in service.log_lines() if line.get("event") == "stopped"]
+    assert consumed and consumed[-1]["consumed"] == 2 * len(second)
+
+
+def test_kpi_snapshots_are_published(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    produce_events(bootstrap, topics, generate(HEALTHY, 1200))
+    service.config = {"processing": {"kpi_interval_s": 0.5}}
+    service.start()
+    wait_processed(bootstrap, topics)
+
+    def snapshot_with_all_labels() -> dict[str, Any] | None:
+        for message in read_all(bootstrap, topics.kpis):
+            snapshot = orjson.loads(message.value())
+            if snapshot["labeled"] == 1200:
+                return snapshot
+        return None
+
+    snapshot = wait_for(snapshot_with_all_labels, 30, "a KPI snapshot covering all 1200 labels")
+    KPI_SCHEMA.validate(snapshot)
+    assert snapshot["model_id"] == "fraud" and snapshot["predictions"] == 1200
+    assert abs(snapshot["kpis"]["accuracy"] - 0.92) < 0.03
+    assert snapshot["kpis"]["label_coverage"] == 1.0
+    assert service.stop() == 0
+
+
+def test_missing_input_topic_is_a_clear_error(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    topics.predictions = topics.prefix + ".does-not-exist"
+    proc = ServiceProcess(bootstrap, topics, tmp_path).start()
+    assert proc.process is not None
+    code = proc.process.wait(timeout=60)
+    assert code == 1
+    assert "does-not-exist" in (proc.log_path.read_text() if proc.log_path else "")

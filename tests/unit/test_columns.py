@@ -1,0 +1,120 @@
+"""Feature rows to typed columns: kinds, missing values and type mismatches, batch helpers."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import pickle
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import detectors.columns
+from detectors.columns import FeatureColumns, columnarize, encode_categories, infer_kinds
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(detectors.columns).failed == 0
+
+
+def test_infer_kinds_majority_of_non_null_values_and_bool_is_not_numeric() -> None:
+    rows = [
+        {"num": 1, "mostly_num": 1.5, "cat": "a", "flag": True, "nulls": None},
+        {"num": 2.5, "mostly_num": "x", "cat": 3, "flag": False},
+        {"num": None, "mostly_num": 2, "cat": "b", "flag": 1},
+    ]
+    assert infer_kinds(rows) == {
+        "cat": "categorical",
+        "flag": "categorical",
+        "mostly_num": "numeric",
+        "num": "numeric",
+    }
+
+
+def test_infer_kinds_tie_goes_to_categorical() -> None:
+    assert infer_kinds([{"a": 1}, {"a": "x"}]) == {"a": "categorical"}
+
+
+def test_numeric_column_marks_missing_and_mismatches() -> None:
+    rows = [
+        {"x": 1},
+        {"x": 2.5},
+        {"x": None},
+        {},
+        {"x": "3"},
+        {"x": True},
+        {"x": math.inf},
+        {"x": math.nan},
+        {"x": 10**400},
+    ]
+    cols = columnarize(rows, {"x": "numeric"})
+    x = cols.numeric["x"]
+    assert x[:2].tolist() == [1.0, 2.5]
+    assert np.isnan(x[2:]).all()
+    assert cols.missing["x"].tolist() == [False, False, True, True] + [False] * 5
+    assert cols.type_mismatch["x"].tolist() == [False] * 4 + [True] * 5
+    assert cols.n == 9 and x.dtype == np.float64
+
+
+def test_categorical_column_bools_become_strings_numbers_mismatch() -> None:
+    rows = [{"c": "a"}, {"c": True}, {"c": False}, {"c": 3}, {"c": None}, {}, {"c": 1.5}]
+    cols = columnarize(rows, {"c": "categorical"})
+    assert cols.categorical["c"].tolist() == ["a", "true", "false", None, None, None, None]
+    assert cols.categorical["c"].dtype == object
+    assert cols.missing["c"].tolist() == [False, False, False, False, True, True, False]
+    assert cols.type_mismatch["c"].tolist() == [False, False, False, True, False, False, True]
+
+
+def test_extra_keys_are_ignored_and_absent_features_are_all_missing() -> None:
+    cols = columnarize([{"a": 1, "extra": "x"}], {"a": "numeric", "b": "categorical"})
+    assert set(cols.numeric) == {"a"} and set(cols.categorical) == {"b"}
+    assert cols.missing["b"].tolist() == [True]
+    assert cols.kinds() == {"a": "numeric", "b": "categorical"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional={"f": SCALARS}), max_size=30))
+def test_every_row_is_exactly_one_of_value_missing_mismatch(rows: list[dict[str, object]]) -> None:
+    for kind in ("numeric", "categorical"):
+        cols = columnarize(rows, {"f": kind})  # type: ignore[dict-item]
+        missing, mismatch = cols.missing["f"], cols.type_mismatch["f"]
+        if kind == "numeric":
+            has_value = ~np.isnan(cols.numeric["f"])
+        else:
+            has_value = ~np.equal(cols.categorical["f"], np.array(None, dtype=object))
+        total = missing.astype(int) + mismatch.astype(int) + has_value.astype(int)
+        assert (total == 1).all()
+        for row, miss in zip(rows, missing.tolist(), strict=True):
+            assert miss == (row.get("f") is None)
+
+
+def test_slice_select_concat_round_trip() -> None:
+    kinds = {"x": "numeric", "c": "categorical"}
+    rows = [{"x": i, "c": "ab"[i % 2]} for i in range(10)]
+    cols = columnarize(rows, kinds)  # type: ignore[arg-type]
+    parts = [cols.slice(0, 3), cols.slice(3, 3), cols.slice(3, 10)]
+    joined = FeatureColumns.concat(parts, kinds)  # type: ignore[arg-type]
+    assert joined.n == 10
+    assert joined.numeric["x"].tolist() == cols.numeric["x"].tolist()
+    assert joined.categorical["c"].tolist() == cols.categorical["c"].tolist()
+    wider = cols.select({"x": "numeric", "c": "numeric"})  # c held as categorical: absent
+    assert wider.missing["c"].all() and np.isnan(wider.numeric["c"]).all()
+    assert FeatureColumns.empty(kinds).n == 0  # type: ignore[arg-type]
+    assert pickle.loads(pickle.dumps(cols)).numeric["x"].tolist() == cols.numeric["x"].tolist()
+
+
+def test_encode_categories() -> None:
+    values = np.array(["b", None, "zz", "a", "b"], dtype=object)
+    codes = encode_categories(values, np.array(["a", "b"]), np.array([7, 3], np.int32), 9)
+    assert codes.tolist() == [3, -1, 9, 7, 3]
+    empty = encode_categories(values, np.empty(0, dtype=np.str_), np.empty(0, np.int32), 0)
+    assert empty.tolist() == [0, -1, 0, 0, 0]
