@@ -22,7 +22,7 @@ from detectors.concept import ConceptDriftDetector
 from detectors.data_drift import DataDriftMonitor, DriftEvaluation
 from detectors.events import Labeled, Prediction, Source
 from detectors.kpi import ClassificationKPIs, LabelTracker, RegressionKPIs
-from detectors.labels import label_key
+from detectors.labels import label_key, labels_equal
 from detectors.quality import QualityMonitor
 from detectors.reference import ModelProfile
 from detectors.settings import HIGHER_IS_WORSE, DriftSettings, MonitorSettings, Threshold
@@ -169,7 +169,9 @@ class ModelMonitor:
                 self._prediction_kind = {"prediction": "categorical"}
         kinds = self._prediction_kind
         if "score" in kinds:
-            rows = [{"score": p.score if isinstance(p.score, float) else None} for p in predictions]
+            rows: list[dict[str, object]] = [
+                {"score": p.score if isinstance(p.score, float) else None} for p in predictions
+            ]
         else:
             rows = [{"prediction": p.prediction} for p in predictions]
         return columnarize(rows, kinds), kinds
@@ -332,15 +334,13 @@ class ModelMonitor:
 
     def _errors(self, labeled: Sequence[Labeled]) -> np.ndarray:
         if self._task == "classification":
-            return np.fromiter(
-                (label_key(x.prediction) != label_key(x.label) for x in labeled),
-                np.float64,
-                len(labeled),
-            )
-        predicted = np.array([_number(x.prediction) for x in labeled], dtype=np.float64)
-        actual = np.array([_number(x.label) for x in labeled], dtype=np.float64)
-        diff = predicted - actual
-        return np.abs(diff) if self.settings.concept_drift.loss == "absolute" else diff * diff
+            equal = labels_equal([x.prediction for x in labeled], [x.label for x in labeled])
+            return (~equal).astype(np.float64)
+        diff = _numbers([x.prediction for x in labeled]) - _numbers([x.label for x in labeled])
+        loss: np.ndarray = (
+            np.abs(diff) if self.settings.concept_drift.loss == "absolute" else diff**2
+        )
+        return loss
 
     def _on_concept(self, errors: np.ndarray, batch: Sequence[Labeled]) -> list[dict[str, Any]]:
         assert self._concept is not None
@@ -386,8 +386,12 @@ class ModelMonitor:
     def _on_kpis(self, batch: Sequence[Labeled], timestamps: np.ndarray) -> list[dict[str, Any]]:
         assert self._kpis is not None and self._reference_kpis is not None
         every = self.settings.kpis.every
-        y_true = [x.label for x in batch]
-        y_pred = [x.prediction for x in batch]
+        if self._task == "regression":
+            y_true: Sequence[object] | np.ndarray = _numbers([x.label for x in batch])
+            y_pred: Sequence[object] | np.ndarray = _numbers([x.prediction for x in batch])
+        else:
+            y_true = [x.label for x in batch]
+            y_pred = [x.prediction for x in batch]
         scores = self._scores(batch)
         alerts: list[dict[str, Any]] = []
         start = 0
@@ -397,14 +401,18 @@ class ModelMonitor:
             # Cut the batch at the next cadence point so thresholds see the window as it stood.
             stop = min(len(batch), start + every - (seen + start) % every)
             part = slice(start, stop)
-            self._kpis.update(y_true[part], y_pred[part], scores[part], timestamps[part])
+            _update_kpis(self._kpis, y_true[part], y_pred[part], scores[part], timestamps[part])
             self._label_times.extend(timestamps[part].tolist())
             if self._reference_values is None:
                 needed = reference_size - (seen + start)
                 if needed > 0:
                     ref_part = slice(start, min(stop, start + needed))
-                    self._reference_kpis.update(
-                        y_true[ref_part], y_pred[ref_part], scores[ref_part], timestamps[ref_part]
+                    _update_kpis(
+                        self._reference_kpis,
+                        y_true[ref_part],
+                        y_pred[ref_part],
+                        scores[ref_part],
+                        timestamps[ref_part],
                     )
                 if seen + stop >= reference_size:
                     self._reference_values = self._reference_kpis.metrics()
@@ -603,6 +611,23 @@ def _infer_task(first: Labeled) -> Task:
         if isinstance(value, float) and not value.is_integer():
             return "regression"
     return "classification"
+
+
+def _update_kpis(
+    kpis: ClassificationKPIs | RegressionKPIs,
+    y_true: Sequence[object] | np.ndarray,
+    y_pred: Sequence[object] | np.ndarray,
+    scores: np.ndarray,
+    timestamps: np.ndarray,
+) -> None:
+    if isinstance(kpis, RegressionKPIs):
+        kpis.update(np.asarray(y_true), np.asarray(y_pred), timestamps)
+    else:
+        kpis.update(y_true, y_pred, scores, timestamps)
+
+
+def _numbers(values: Sequence[object]) -> np.ndarray:
+    return np.fromiter((_number(v) for v in values), np.float64, len(values))
 
 
 def _number(value: object) -> float:

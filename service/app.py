@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka.admin import AdminClient, NewTopic
-from detectors.reference import ModelProfile
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from detectors.reference import ModelProfile
 from service import metrics
 from service.config import Config, load_config
 from service.errors import KafkaError, TopologyError
@@ -30,10 +30,12 @@ def load_profile(path: str) -> ModelProfile:
     return ModelProfile.from_dict(orjson.loads(Path(path).read_bytes()))
 
 
-def dead_letter_headers(letter: DeadLetter, max_bytes: int) -> list[tuple[str, bytes]]:
+def dead_letter_headers(letter: DeadLetter, max_bytes: int) -> list[tuple[str, str | bytes | None]]:
     record = letter.record
     size = len(record.value or b"")
-    extra = [("driftline.original.size", str(size).encode())] if size > max_bytes else []
+    extra: list[tuple[str, str | bytes | None]] = (
+        [("driftline.original.size", str(size).encode())] if size > max_bytes else []
+    )
     return [
         *extra,
         ("driftline.error.class", letter.error_class.encode()),

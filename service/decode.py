@@ -114,7 +114,7 @@ def decode_prediction(value: bytes | None, source: Source, limits: DecodeLimits)
             )
     segment = doc.get("segment")
     if segment is not None:
-        _check_segment(segment)
+        segment = _check_segment(segment)
     return Prediction(
         event_id=_id(doc, "event_id", MAX_ID_LENGTH),
         model_id=_model_id(doc),
@@ -232,7 +232,7 @@ def _probability(value: float, what: str) -> float:
     return value
 
 
-def _check_segment(segment: object) -> None:
+def _check_segment(segment: object) -> dict[str, str]:
     if not isinstance(segment, dict):
         raise DecodeError("wrong_type", "'segment' must be an object of strings")
     for name, item in segment.items():
@@ -242,3 +242,4 @@ def _check_segment(segment: object) -> None:
             raise DecodeError(
                 "invalid_value", f"'segment.{name}' is longer than {MAX_SEGMENT_VALUE_LENGTH}"
             )
+    return segment
