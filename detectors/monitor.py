@@ -24,7 +24,7 @@ from detectors.events import Labeled, Prediction, Source
 from detectors.kpi import ClassificationKPIs, LabelTracker, RegressionKPIs
 from detectors.labels import label_key, labels_equal
 from detectors.quality import QualityMonitor
-from detectors.reference import ModelProfile
+from detectors.reference import ModelProfile, NumericProfile
 from detectors.settings import HIGHER_IS_WORSE, DriftSettings, MonitorSettings, Threshold
 
 Task = Literal["classification", "regression"]
@@ -79,11 +79,18 @@ class ModelMonitor:
         # Prediction side.
         self._kinds: dict[str, FeatureKind] = {}
         self._data_drift = _drift_monitor(settings.data_drift, profile)
-        self._prediction_drift = _drift_monitor(settings.prediction_drift, None)
         self._prediction_kind: dict[str, FeatureKind] | None = None
+        output_reference = self._output_reference(profile)
+        self._prediction_drift = _drift_monitor(settings.prediction_drift, output_reference)
         q = settings.data_quality
         self._quality = (
-            QualityMonitor(window_size=q.window_size, every=q.every) if q.enabled else None
+            QualityMonitor(
+                window_size=q.window_size,
+                every=q.every,
+                profile=profile if settings.data_drift.reference == "profile" else None,
+            )
+            if q.enabled
+            else None
         )
         # Label side, created when the task kind is known.
         self._concept: ConceptDriftDetector | None = None
@@ -151,6 +158,22 @@ class ModelMonitor:
             inferred = infer_kinds([{k: row[k] for k in unknown if k in row} for row in rows])
             for name in sorted(inferred):
                 self._kinds[name] = inferred[name]
+
+    def _output_reference(self, profile: ModelProfile | None) -> ModelProfile | None:
+        """The prediction-drift baseline from a training profile: its score, else its
+        prediction column. Without one, prediction drift falls back to the first N events."""
+        if profile is None or self.settings.prediction_drift.reference != "profile":
+            return None
+        if profile.score is not None:
+            self._prediction_kind = {"score": "numeric"}
+            return ModelProfile(features={"score": profile.score}, n_rows=profile.n_rows)
+        if profile.prediction is not None:
+            kind: FeatureKind = (
+                "numeric" if isinstance(profile.prediction, NumericProfile) else "categorical"
+            )
+            self._prediction_kind = {"prediction": kind}
+            return ModelProfile(features={"prediction": profile.prediction}, n_rows=profile.n_rows)
+        return None
 
     def _prediction_columns(
         self, predictions: Sequence[Prediction]
@@ -591,10 +614,14 @@ def _drift_monitor(
 ) -> DataDriftMonitor | None:
     if not settings.enabled:
         return None
+    # A profile without this signal's columns cannot be the baseline: learn it from the stream.
+    reference = settings.reference
+    if reference == "profile" and profile is None:
+        reference = "first_n"
     return DataDriftMonitor(
-        reference=settings.reference,
+        reference=reference,
         reference_size=settings.reference_size,
-        profile=profile if settings.reference == "profile" else None,
+        profile=profile if reference == "profile" else None,
         window=settings.window,
         window_size=settings.window_size,
         window_duration_ms=None

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.columns import FeatureColumns, FeatureKind, encode_categories, null_mask
-from detectors.stats import bin_counts, quantile_edges, quantiles_sorted
+from detectors.stats import bin_counts, quantile_edges
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_KEYS = ("p1", "p5", "p25", "p50", "p75", "p95", "p99")
@@ -73,27 +73,59 @@ def numeric_summary(values: np.ndarray) -> dict[str, Any]:
 
 def summary_of_sorted(sorted_finite: np.ndarray, n_rows: int) -> dict[str, Any]:
     """:func:`numeric_summary` of ``n_rows`` rows whose usable values, sorted, are given."""
-    null_rate = _rate(n_rows - sorted_finite.shape[0], n_rows)
-    return _format_numeric(sorted_finite.shape[0], null_rate, _numeric_stats(sorted_finite))
+    counts = np.array([sorted_finite.shape[0]])
+    return summaries_of_sorted_rows(sorted_finite[None, :], counts, n_rows)[0]
+
+
+def summaries_of_sorted_rows(
+    values: np.ndarray, counts: np.ndarray, n_rows: int
+) -> list[dict[str, Any]]:
+    """:func:`numeric_summary` of every row of a window: row ``i`` of ``values`` holds
+    ``counts[i]`` sorted values, then padding (NaN); the window had ``n_rows`` events."""
+    return [
+        _format_numeric(int(counts[i]), _rate(n_rows - int(counts[i]), n_rows), stats)
+        for i, stats in enumerate(_numeric_stats_rows(values, counts))
+    ]
 
 
 def _numeric_stats(sorted_finite: np.ndarray) -> _Stats:
-    if sorted_finite.shape[0] == 0:
-        nan = math.nan
-        return nan, nan, nan, nan, np.full(len(QUANTILES), nan)
-    if sorted_finite[0] == sorted_finite[-1]:  # constant: exact, not a rounding-error std
-        value = float(sorted_finite[0])
-        return value, value, value, 0.0, np.full(len(QUANTILES), value)
-    mean = float(sorted_finite.mean())
-    return (
-        float(sorted_finite[0]),
-        float(sorted_finite[-1]),
-        mean,
-        math.sqrt(
-            float(np.dot(sorted_finite - mean, sorted_finite - mean)) / sorted_finite.shape[0]
-        ),
-        quantiles_sorted(sorted_finite, _PROBS),
-    )
+    return _numeric_stats_rows(sorted_finite[None, :], np.array([sorted_finite.shape[0]]))[0]
+
+
+def _numeric_stats_rows(values: np.ndarray, counts: np.ndarray) -> list[_Stats]:
+    """Min, max, mean, std (population) and :data:`QUANTILES` of each row (see above)."""
+    n_rows, width = values.shape
+    if width == 0:
+        values = np.full((n_rows, 1), np.nan)
+        width = 1
+    present = np.arange(width)[None, :] < counts[:, None]
+    last = np.maximum(counts - 1, 0)
+    minimum = values[:, 0]
+    maximum = values[np.arange(n_rows), last]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(present, values, 0.0).sum(axis=1) / counts
+        deviation = np.where(present, values - mean[:, None], 0.0)
+        std = np.sqrt(np.einsum("ij,ij->i", deviation, deviation) / counts)
+        position = _PROBS[None, :] * last[:, None]
+        lo = np.floor(position).astype(np.int64)
+        hi = np.minimum(lo + 1, last[:, None])
+        frac = position - lo
+        a = np.take_along_axis(values, lo, axis=1)
+        b = np.take_along_axis(values, hi, axis=1)
+        quantiles = np.where(frac > 0, a + (b - a) * frac, a)
+    out: list[_Stats] = []
+    for i in range(n_rows):
+        if counts[i] == 0:
+            nan = math.nan
+            out.append((nan, nan, nan, nan, np.full(len(QUANTILES), nan)))
+        elif minimum[i] == maximum[i]:  # constant: exact, not a rounding-error std
+            value = float(minimum[i])
+            out.append((value, value, value, 0.0, np.full(len(QUANTILES), value)))
+        else:
+            out.append(
+                (float(minimum[i]), float(maximum[i]), float(mean[i]), float(std[i]), quantiles[i])
+            )
+    return out
 
 
 def _format_numeric(count: int, null_rate: float, stats: _Stats) -> dict[str, Any]:

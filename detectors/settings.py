@@ -92,7 +92,7 @@ class DriftSettings(_Strict):
     window_size: int = Field(default=1000, ge=50)
     window_duration_s: float | None = Field(default=None, gt=0)
     every: int = Field(default=250, ge=1)
-    alpha: float = Field(default=1e-4, gt=0, lt=1)
+    alpha: float = Field(default=1e-5, gt=0, lt=1)
     """Family-wise false-alarm probability of one evaluation, across all features."""
     correction: Literal["bonferroni", "holm", "benjamini_hochberg"] = "bonferroni"
     for_evaluations: int = Field(default=2, ge=1)

@@ -342,6 +342,92 @@ def normalized_wasserstein(ref_sorted: np.ndarray, cur: np.ndarray, scale: float
     return wasserstein_1d(ref_sorted, cur) / scale
 
 
+# -- row-wise versions: one feature per row, for evaluating every feature of a model at once ----
+
+
+def ks_wasserstein_rows(
+    ref: np.ndarray,
+    ref_sizes: np.ndarray,
+    n_ref: np.ndarray,
+    cur: np.ndarray,
+    cur_sizes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`ks_wasserstein` of every row pair at once: (D, p-value, Wasserstein) arrays.
+
+    Row ``i`` of ``ref`` holds ``ref_sizes[i]`` sorted values then padding, row ``i`` of
+    ``cur`` holds ``cur_sizes[i]`` sorted values then padding; padding is +inf or NaN (both
+    sort after every finite value). ``n_ref[i]`` is the reference sample size for the p-value.
+    Rows with an empty side give ``(0.0, 1.0, nan)``.
+    """
+    n_rows, width = ref.shape[0], ref.shape[1] + cur.shape[1]
+    both = np.concatenate([ref, cur], axis=1)
+    order = np.argsort(both, axis=1, kind="stable")
+    merged = np.take_along_axis(both, order, axis=1)
+    from_ref = order < ref.shape[1]
+    total = ref_sizes + cur_sizes
+    position = np.arange(width)
+    valid = position[None, :] < total[:, None]
+    # Up to a valid position, every value is either from the reference or from the current
+    # sample, so one running count gives both ECDFs.
+    from_ref_so_far = np.cumsum(from_ref, axis=1, dtype=np.int32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cdf_ref = from_ref_so_far / ref_sizes[:, None]
+        cdf_cur = (position[None, :] + 1 - from_ref_so_far) / cur_sizes[:, None]
+        gap = np.abs(cdf_ref - cdf_cur)
+        steps = np.diff(merged, axis=1)
+    # Right-continuous ECDFs: compare after the last of equal values; padding differs from any
+    # value, so the last valid position always counts.
+    last = np.ones((n_rows, width), dtype=bool)
+    np.not_equal(merged[:, 1:], merged[:, :-1], out=last[:, :-1])
+    last &= valid
+    d = np.max(np.where(last, gap, 0.0), axis=1, initial=0.0)
+    inner = position[None, :-1] < (total - 1)[:, None]
+    with np.errstate(invalid="ignore"):  # rows with an empty side, set below
+        distance = np.sum(np.where(inner, gap[:, :-1] * np.where(inner, steps, 0.0), 0.0), axis=1)
+    p = np.ones(n_rows)
+    for i in range(n_rows):
+        n, m = float(n_ref[i]), float(cur_sizes[i])
+        if ref_sizes[i] == 0 or m == 0:
+            d[i], distance[i] = 0.0, math.nan
+            continue
+        root = math.sqrt(n * m / (n + m))
+        p[i] = kolmogorov_sf((root + 0.12 + 0.11 / root) * float(d[i]))
+    return d, p, distance
+
+
+def bin_counts_rows(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """:func:`bin_counts` of every row of ``values`` (NaN = none) against the same row of
+    ``edges``. A row whose last real edge is +inf may be padded with more +inf edges: its
+    extra bins stay empty."""
+    below = np.count_nonzero(values[:, :, None] < edges[:, None, :-1], axis=1)
+    upto = np.count_nonzero(values <= edges[:, -1:], axis=1)
+    return np.diff(np.concatenate([below, upto[:, None]], axis=1), axis=1)
+
+
+def psi_rows(
+    ref_props: np.ndarray, cur_counts: np.ndarray, n_bins: np.ndarray, eps: float = 1e-4
+) -> np.ndarray:
+    """:func:`psi` of every row; ``n_bins[i]`` real bins, the rest padding (zero on both
+    sides, which contributes nothing)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = ref_props / ref_props.sum(axis=1, keepdims=True)
+        q = cur_counts / cur_counts.sum(axis=1, keepdims=True)
+        scale = (1.0 + n_bins * eps)[:, None]
+        ps, qs = (p + eps) / scale, (q + eps) / scale
+        return np.asarray(np.sum((qs - ps) * np.log(qs / ps), axis=1))
+
+
+def js_distance_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`js_distance` of every row pair."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = p / p.sum(axis=1, keepdims=True)
+        b = q / q.sum(axis=1, keepdims=True)
+        m = 0.5 * (a + b)
+        kl_a = np.where(a > 0, a * np.log2(a / m), 0.0).sum(axis=1)
+        kl_b = np.where(b > 0, b * np.log2(b / m), 0.0).sum(axis=1)
+    return np.asarray(np.sqrt(np.clip(0.5 * (kl_a + kl_b), 0.0, 1.0)))
+
+
 def neg_log10(p: float) -> float:
     """``-log10(p)``, capped at 300 for p = 0 (underflow), the drift score of a p-value."""
     return -math.log10(max(p, _TINY))

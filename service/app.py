@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -22,8 +23,10 @@ from service import metrics
 from service.config import Config, load_config
 from service.errors import KafkaError, TopologyError
 from service.http import Health, serve
-from service.logs import get_logger
+from service.logs import get_logger, librdkafka_logger
 from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
+
+ERROR_LOG_INTERVAL_S = 10.0
 
 
 def load_profile(path: str) -> ModelProfile:
@@ -60,6 +63,11 @@ class DriftlineApp:
         self._reload_requested = False
         self._offsets: dict[tuple[str, int], int] = {}
         self._consumed = 0
+        self._error_log: dict[str, tuple[float, int]] = {}
+        self._kpi_gauges = metrics.GaugeFamily(metrics.KPI)
+        self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
+        self._failed_gauges = metrics.GaugeFamily(metrics.MODEL_FAILED)
+        self._lag_gauges = metrics.GaugeFamily(metrics.CONSUMER_LAG)
         self._delivery_errors: list[str] = []
         self._health = Health(config.http.stuck_after_s)
         self._roles: dict[str, Role] = {
@@ -78,6 +86,7 @@ class DriftlineApp:
                 # co-partitioned topics.
                 "partition.assignment.strategy": "range",
                 "error_cb": self._on_error,
+                "logger": librdkafka_logger(),
             }
         )
         self._producer = Producer(
@@ -88,9 +97,11 @@ class DriftlineApp:
                 "linger.ms": 20,
                 "compression.type": "lz4",
                 "error_cb": self._on_error,
+                "logger": librdkafka_logger(),
             }
         )
-        self._admin = AdminClient(common)
+        admin_config: dict[str, Any] = {**common, "logger": librdkafka_logger()}
+        self._admin = AdminClient(admin_config)
         self.http_server = None
         if config.http.enabled:
             self.http_server = serve(self._health, config.http.host, config.http.port)
@@ -199,11 +210,6 @@ class DriftlineApp:
                 on_delivery=self._on_delivery,
             )
             metrics.ALERTS.labels(alert["kind"], alert["severity"], alert["status"]).inc()
-            active = metrics.ALERT_ACTIVE.labels(alert["model_id"], alert["kind"])
-            if alert["status"] == "firing":
-                active.inc()
-            else:
-                active.dec()
             self._log.warning(
                 "alert",
                 model_id=alert["model_id"],
@@ -234,9 +240,15 @@ class DriftlineApp:
                 reasons=sorted({d.reason for d in result.dead_letters}),
             )
         for model_id, error in result.failures:
-            metrics.MODEL_FAILED.labels(model_id).set(1)
             metrics.MODEL_FAILURES.labels(model_id).inc()
             self._log.error("model_failed", model_id=model_id, error=error)
+        self._failed_gauges.replace({(m,): 1.0 for m in self._pipeline.failed_models})
+        firing: dict[tuple[str, ...], float] = {}
+        for monitor in self._pipeline.monitors():
+            for kind, *_ in monitor.firing:
+                key = (monitor.model_id, kind)
+                firing[key] = firing.get(key, 0.0) + 1.0
+        self._firing_gauges.replace(firing)
         metrics.LABELED.inc(result.labeled)
         metrics.EXPIRED_PREDICTIONS.inc(result.expired_predictions)
         metrics.JOIN_EVICTIONS.inc(result.evicted)
@@ -248,6 +260,7 @@ class DriftlineApp:
         metrics.JOIN_WAITING.labels("outcomes").set(sum(t.join.waiting_outcomes for t in tasks))
 
     def _publish_kpis(self) -> None:
+        values: dict[tuple[str, ...], float] = {}
         for snapshot in self._pipeline.kpi_snapshots():
             self._producer.produce(
                 self._config.topics.kpis,
@@ -255,22 +268,30 @@ class DriftlineApp:
                 value=orjson.dumps(snapshot),
                 on_delivery=self._on_delivery,
             )
-            for name, value in snapshot.get("kpis", {}).items():
+            for name, value in snapshot["kpis"].items():
                 if isinstance(value, int | float):
-                    metrics.KPI.labels(snapshot["model_id"], name).set(value)
+                    values[(snapshot["model_id"], name)] = float(value)
+        self._kpi_gauges.replace(values)
 
     # -- offsets -------------------------------------------------------------------------------
 
-    def _commit(self, timeout_s: float = 30.0, partitions: set[int] | None = None) -> None:
+    def _commit(self, timeout_s: float = 5.0, partitions: set[int] | None = None) -> None:
         """Flush outputs, then commit stored offsets: nothing is committed before it is out."""
         remaining = self._producer.flush(timeout_s)
-        if remaining or self._delivery_errors:
+        if self._delivery_errors:
+            # librdkafka gave up on an output (after retrying for message.timeout.ms). Committing
+            # now would lose it; exiting without a commit makes the restart reprocess it.
             errors, self._delivery_errors = self._delivery_errors, []
             metrics.COMMITS.labels("skipped").inc()
             raise KafkaError(
-                f"{remaining} outputs undelivered, delivery errors: {errors[:5]}; offsets not "
-                "committed so the batch is processed again after restart"
+                f"outputs could not be delivered ({errors[:5]}); offsets not committed, so "
+                "the batches are processed again after a restart"
             )
+        if remaining:
+            # Still in flight (e.g. the broker is away): commit at a later interval.
+            metrics.COMMITS.labels("deferred").inc()
+            self._log.warning("commit_deferred", undelivered=remaining)
+            return
         offsets = [
             TopicPartition(topic, partition, offset)
             for (topic, partition), offset in self._offsets.items()
@@ -282,12 +303,15 @@ class DriftlineApp:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
-            metrics.COMMITS.labels("error").inc()
-            if err.code() in (RdKafkaError._NO_OFFSET,):
+            if err.code() == RdKafkaError._NO_OFFSET:
                 return
-            self._log.error("commit_failed", code=err.name(), reason=err.str())
-            if not err.retriable():
+            metrics.COMMITS.labels("error").inc()
+            if err.fatal():
                 raise KafkaError("offset commit failed", err.name()) from exc
+            # Coordinator moves and broker outages make commits fail for a while. The offsets
+            # stay stored and the next interval commits them; at worst a restart in between
+            # reprocesses them (at-least-once).
+            self._log.warning("commit_failed", code=err.name(), reason=err.str())
             return
         metrics.COMMITS.labels("ok").inc()
         for tp in offsets:
@@ -322,6 +346,8 @@ class DriftlineApp:
         for key in [k for k in self._offsets if k[1] in tasks]:
             del self._offsets[key]
         self._pipeline.revoke(tasks)
+        self._health.set_state(assigned=len(self._pipeline.tasks))
+        metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
         metrics.REBALANCES.labels("lost").inc()
         self._log.warning("partitions_lost", tasks=sorted(tasks))
 
@@ -352,10 +378,12 @@ class DriftlineApp:
         try:
             assignment = self._consumer.assignment()
             positions = self._consumer.position(assignment)
+            lags: dict[tuple[str, ...], float] = {}
             for tp in positions:
                 _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
                 lag = high - tp.offset if tp.offset >= 0 else high
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+                lags[(tp.topic, str(tp.partition))] = float(max(lag, 0))
+            self._lag_gauges.replace(lags)
             self._health.set_state(broker_ok=True)
         except KafkaException as exc:
             self._health.set_state(broker_ok=False)

@@ -108,7 +108,8 @@ def _profile(args: argparse.Namespace) -> int:
     from detectors.columns import columnarize, infer_kinds
     from detectors.reference import ModelProfile
 
-    rows = []
+    rows: list[dict[str, object]] = []
+    outputs: list[dict[str, object]] = []
     with Path(args.input).open("rb") as source:
         for number, line in enumerate(source):
             if not line.strip():
@@ -125,11 +126,23 @@ def _profile(args: argparse.Namespace) -> int:
                 )
                 return EXIT_RUNTIME
             rows.append(features)
+            score = doc.get("score")
+            outputs.append(
+                {
+                    "score": score if isinstance(score, float | int) else None,
+                    "prediction": doc.get("prediction"),
+                }
+            )
     if not rows:
         print(f"driftline: {args.input} has no rows", file=sys.stderr)
         return EXIT_RUNTIME
     kinds = infer_kinds(rows)
-    profile = ModelProfile.from_columns(columnarize(rows, kinds), kinds)
+    output_kinds = infer_kinds(outputs)
+    if "score" in output_kinds:
+        output_kinds["score"] = "numeric"
+    profile = ModelProfile.from_columns(
+        columnarize(rows, kinds), kinds, outputs=columnarize(outputs, output_kinds)
+    )
     Path(args.output).write_bytes(
         orjson.dumps(profile.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     )

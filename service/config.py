@@ -82,8 +82,9 @@ class LimitSettings(_Strict):
     dead_letter_max_bytes: int = Field(default=900_000, ge=1024)
     """Dead letters larger than this are cut to it (header driftline.original.size says so), so
     they fit the default broker message size; the original stays at its input offset."""
-    join_max_entries: int = Field(default=1_000_000, ge=1)
-    """Per task and per side; the oldest entry is evicted beyond it."""
+    join_max_entries: int = Field(default=100_000, ge=1)
+    """Per task and per side; the oldest entry is evicted beyond it. A buffered prediction with
+    20 features takes about 2 KB, so the default bounds a task's join at about 200 MB."""
 
 
 class HttpSettings(_Strict):

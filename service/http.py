@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from service import metrics
+
 
 class Health:
     """What the run loop tells the probes. Written by the loop thread, read by the HTTP thread."""
@@ -38,6 +40,8 @@ class Health:
                 self._assigned = assigned
             if broker_ok is not None:
                 self._broker_ok = broker_ok
+            metrics.BROKER_REACHABLE.set(int(self._broker_ok))
+            metrics.READY.set(int(self._started and self._assigned > 0 and self._broker_ok))
 
     def live(self) -> tuple[bool, dict[str, object]]:
         since = time.monotonic() - self._last_beat

@@ -41,3 +41,24 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
 
 def get_logger(**context: Any) -> Any:
     return structlog.get_logger("driftline").bind(**context)
+
+
+class _StructlogHandler(logging.Handler):
+    """Forwards stdlib records (librdkafka's own log lines) to structlog, so stderr stays one
+    JSON object per line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        log = get_logger(component="librdkafka")
+        method = getattr(log, level if level in _LEVELS else "info")
+        method("librdkafka", message=record.getMessage())
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger to pass as confluent-kafka's ``logger`` property."""
+    logger = logging.getLogger("driftline.librdkafka")
+    if not logger.handlers:
+        logger.addHandler(_StructlogHandler())
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logger

@@ -56,3 +56,24 @@ REBALANCES = Counter("driftline_rebalances_total", "Partition assignment changes
 KAFKA_ERRORS = Counter("driftline_kafka_errors_total", "Errors reported by librdkafka.", ["code"])
 CONFIG_RELOADS = Counter("driftline_config_reloads_total", "Config reloads.", ["result"])
 ASSIGNED_PARTITIONS = Gauge("driftline_assigned_partitions", "Tasks assigned to this replica.")
+READY = Gauge("driftline_ready", "1 while /readyz answers ready.")
+BROKER_REACHABLE = Gauge("driftline_broker_reachable", "1 while the broker answers.")
+
+
+class GaugeFamily:
+    """Sets a labelled gauge from a complete snapshot and removes the children that are gone.
+
+    Per-model and per-partition series must disappear when the model is dropped or the partition
+    moves to another replica; otherwise a stale value keeps an alerting rule firing.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._present: set[tuple[str, ...]] = set()
+
+    def replace(self, values: dict[tuple[str, ...], float]) -> None:
+        for labels in self._present - values.keys():
+            self._gauge.remove(*labels)
+        for labels, value in values.items():
+            self._gauge.labels(*labels).set(value)
+        self._present = set(values)

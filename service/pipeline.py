@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from detectors.reference import ModelProfile
-
 from detectors.events import Labeled, Outcome, Prediction, Source
 from detectors.monitor import ModelMonitor
+from detectors.reference import ModelProfile
 from detectors.settings import MonitorSettings
 from service.config import Config
 from service.decode import DecodeError, DecodeLimits, decode_outcome, decode_prediction
@@ -116,6 +115,7 @@ class Pipeline:
         self._settings_cache: dict[str, MonitorSettings] = {}
         self._tasks: dict[int, Task] = {}
         self.failed_models: set[str] = set()
+        self._unstartable: dict[str, Exception] = {}
 
     @property
     def config(self) -> Config:
@@ -161,6 +161,7 @@ class Pipeline:
         reset: list[str] = []
         self._config = config
         self._settings_cache.clear()
+        self._unstartable.clear()
         for task in self._tasks.values():
             for model_id in list(task.monitors):
                 if not config.is_monitored(model_id):
@@ -238,10 +239,15 @@ class Pipeline:
                 f"model_id {model_id!r} would exceed limits.max_models="
                 f"{self._config.limits.max_models}",
             )
-        try:
-            task.monitors[model_id] = self._new_monitor(model_id)
-        except Exception as exc:  # a broken model (e.g. an unreadable profile) fails alone
-            raise ModelFailedError(exc) from exc
+        cause = self._unstartable.get(model_id)
+        if cause is None:
+            try:
+                task.monitors[model_id] = self._new_monitor(model_id)
+                return
+            except Exception as exc:  # a broken model (e.g. an unreadable profile) fails alone
+                # Remembered until the next reload, so a broken model costs no I/O per event.
+                cause = self._unstartable[model_id] = exc
+        raise ModelFailedError(cause)
 
     def _settings(self, model_id: str) -> MonitorSettings:
         settings = self._settings_cache.get(model_id)
@@ -252,7 +258,15 @@ class Pipeline:
     def _new_monitor(self, model_id: str) -> ModelMonitor:
         settings = self._settings(model_id)
         profile = None
-        path = settings.data_drift.profile if settings.data_drift.reference == "profile" else None
+        # One training profile per model serves data drift, prediction drift and quality.
+        path = next(
+            (
+                d.profile
+                for d in (settings.data_drift, settings.prediction_drift)
+                if d.reference == "profile"
+            ),
+            None,
+        )
         if path is not None and self._profile_loader is not None:
             profile = self._profile_loader(path)
         return ModelMonitor(model_id, settings, profile=profile)
@@ -296,6 +310,7 @@ class Pipeline:
             task.monitors[model_id] = self._new_monitor(model_id)
             self._fail(model_id, exc, batch.records.get(key, []), result)
             return
+        self.failed_models.discard(model_id)
         result.predictions += len(preds)
         result.labeled += len(pairs)
         result.expired_predictions += len(aged)
@@ -316,6 +331,9 @@ class Pipeline:
             result.dead_letters.append(
                 DeadLetter(record, "processing_error", detail[:1000], type(exc).__name__)
             )
+
+    def monitors(self) -> list[ModelMonitor]:
+        return [m for task in self._tasks.values() for m in task.monitors.values()]
 
     def kpi_snapshots(self) -> list[dict[str, Any]]:
         snapshots = []

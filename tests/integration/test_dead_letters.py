@@ -104,8 +104,9 @@ def test_bad_input_is_dead_lettered_and_good_input_processed(
     # keeps the broker default, which the cut dead letter must fit.
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for name in (topics.predictions, topics.outcomes):
-        entry = ConfigEntry("max.message.bytes", str(8 * MB),
-                            incremental_operation=AlterConfigOpType.SET)
+        entry = ConfigEntry(
+            "max.message.bytes", str(8 * MB), incremental_operation=AlterConfigOpType.SET
+        )
         resource = ConfigResource("topic", name, incremental_configs=[entry])
         for future in admin.incremental_alter_configs([resource]).values():
             future.result(timeout=30)

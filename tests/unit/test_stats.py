@@ -16,17 +16,22 @@ from scipy.spatial.distance import jensenshannon
 import detectors.stats
 from detectors.stats import (
     bin_counts,
+    bin_counts_rows,
     bin_counts_sorted,
     chi2_sf,
     chi_square,
     chi_square_2samp,
     js_distance,
+    js_distance_rows,
     kolmogorov_sf,
     ks_2samp,
     ks_wasserstein,
+    ks_wasserstein_rows,
     neg_log10,
     normalized_wasserstein,
     psi,
+    psi_rows,
+    quantile_edges,
     quantiles_sorted,
     wasserstein_1d,
 )
@@ -249,3 +254,58 @@ def test_quantiles_sorted_matches_numpy(values: list[float], probs: list[float])
     expected = np.quantile(data, p) if p.shape[0] else np.empty(0)
     scale = max(1.0, float(np.max(np.abs(data))))
     assert np.allclose(quantiles_sorted(data, p), expected, rtol=1e-12, atol=1e-12 * scale)
+
+
+# -- row-wise versions equal the scalar ones -------------------------------------------------
+
+TIED = st.one_of(st.integers(-3, 3).map(float), st.floats(-10, 10, allow_nan=False))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(TIED, max_size=40), st.lists(TIED, max_size=30), st.integers(2, 8)),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_row_wise_statistics_equal_the_scalar_ones(
+    rows: list[tuple[list[float], list[float], int]],
+) -> None:
+    k = len(rows)
+    refs = [np.sort(np.array(r, dtype=np.float64)) for r, _, _ in rows]
+    curs = [np.sort(np.array(c, dtype=np.float64)) for _, c, _ in rows]
+    ref = np.full((k, max(1, *(r.shape[0] for r in refs))), np.inf)
+    cur = np.full((k, max(1, *(c.shape[0] for c in curs))), np.nan)
+    edges_list = [
+        np.concatenate([[-np.inf], quantile_edges(r, bins), [np.inf]])
+        for r, (_, _, bins) in zip(refs, rows, strict=True)
+    ]
+    edges = np.full((k, max(e.shape[0] for e in edges_list)), np.inf)
+    for i in range(k):
+        ref[i, : refs[i].shape[0]] = refs[i]
+        cur[i, : curs[i].shape[0]] = curs[i]
+        edges[i, : edges_list[i].shape[0]] = edges_list[i]
+    ref_sizes = np.array([r.shape[0] for r in refs])
+    cur_sizes = np.array([c.shape[0] for c in curs])
+    d, p, w = ks_wasserstein_rows(ref, ref_sizes, ref_sizes * 2, cur, cur_sizes)
+    counts = bin_counts_rows(cur, edges)
+    ref_counts = bin_counts_rows(np.where(np.isinf(ref), np.nan, ref), edges)
+    n_bins = np.array([e.shape[0] - 1 for e in edges_list])
+    psis = psi_rows(ref_counts.astype(float), counts, n_bins)
+    jss = js_distance_rows(ref_counts.astype(float), counts)
+    for i in range(k):
+        real = n_bins[i]
+        assert counts[i].tolist() == [
+            *bin_counts(curs[i], edges_list[i]).tolist(),
+            *[0] * (edges.shape[1] - 1 - real),
+        ]
+        if ref_sizes[i] == 0 or cur_sizes[i] == 0:
+            assert (d[i], p[i]) == (0.0, 1.0) and math.isnan(w[i])
+            continue
+        d1, p1, w1 = ks_wasserstein(refs[i], curs[i], n_ref=int(ref_sizes[i]) * 2)
+        assert (d[i], p[i]) == (d1, p1)
+        assert w[i] == pytest.approx(w1, rel=1e-9, abs=1e-12)
+        props = ref_counts[i, :real].astype(float)
+        assert psis[i] == pytest.approx(psi(props, counts[i, :real]), rel=1e-9, abs=1e-12)
+        assert jss[i] == pytest.approx(js_distance(props, counts[i, :real]), abs=1e-12)

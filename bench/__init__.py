@@ -1,0 +1,1 @@
+"""Benchmarks: detection quality (`make quality`) and throughput (`make bench`)."""
