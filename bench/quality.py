@@ -740,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10_000)
     parser.add_argument("--horizon", type=int, default=5_000, help="events after the change")
     parser.add_argument("--stationary-events", type=int, default=1_000_000)
-    parser.add_argument("--extra-stationary-seeds", type=int, default=2)
+    parser.add_argument("--extra-stationary-seeds", type=int, default=4)
     parser.add_argument("--extra-stationary-events", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)

@@ -160,12 +160,14 @@ class ServiceProcess:
                 lines.append({"raw": raw.decode("utf-8", "replace")})
         return lines
 
-    def wait_logged(self, event: str, timeout: float = 60) -> dict[str, Any]:
-        return wait_for(
-            lambda: next((x for x in self.log_lines() if x.get("event") == event), None),
-            timeout,
-            f"the service to log {event!r}; log: {self.log_path}",
-        )
+    def wait_logged(self, event: str, timeout: float = 60, occurrence: int = 1) -> dict[str, Any]:
+        """The ``occurrence``-th log line of ``event``, waiting for it with a deadline."""
+
+        def find() -> dict[str, Any] | None:
+            found = [x for x in self.log_lines() if x.get("event") == event]
+            return found[occurrence - 1] if len(found) >= occurrence else None
+
+        return wait_for(find, timeout, f"the service to log {event!r}; log: {self.log_path}")
 
     def stop(self, timeout: float = 60) -> int:
         assert self.process is not None

@@ -188,3 +188,31 @@ def test_unknown_models_beyond_the_cap_are_dead_lettered(
     metrics = scrape(service.url)
     assert metrics["driftline_models"] == 4
     assert service.stop() == 0
+
+
+def test_join_buffer_cap_evicts_the_oldest_outcomes_into_dead_letters(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    outcomes = [
+        orjson.dumps(
+            {
+                "event_id": f"orphan-{i}",
+                "model_id": "orphans",
+                "timestamp": 1_790_000_000_000 + i,
+                "label": 1,
+            }
+        )
+        for i in range(50)
+    ]
+    produce(bootstrap, ((topics.outcomes, b"orphans", value) for value in outcomes))
+    service.config = {"limits": {"join_max_entries": 10}}
+    service.start()
+    wait_processed(bootstrap, topics)
+    letters = read_all(bootstrap, topics.dead_letters)
+    # The 40 oldest were pushed out by the cap; the 10 newest still wait for their predictions.
+    assert [m.value() for m in letters] == outcomes[:40]
+    assert {dict(m.headers())["driftline.error.reason"] for m in letters} == {b"unmatched_outcome"}
+    metrics = scrape(service.url)
+    assert metrics["driftline_join_evictions_total"] == 40
+    assert metrics['driftline_join_buffer_entries{side="outcomes"}'] == 10
+    assert service.stop() == 0
