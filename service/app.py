@@ -68,6 +68,11 @@ class DriftlineApp:
         self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
         self._failed_gauges = metrics.GaugeFamily(metrics.MODEL_FAILED)
         self._lag_gauges = metrics.GaugeFamily(metrics.CONSUMER_LAG)
+        # Label children resolved once, not per message.
+        self._consumed_counters = {
+            topic: metrics.EVENTS_CONSUMED.labels(topic)
+            for topic in (config.topics.predictions, config.topics.outcomes)
+        }
         self._delivery_errors: list[str] = []
         self._health = Health(config.http.stuck_after_s)
         self._roles: dict[str, Role] = {
@@ -193,9 +198,14 @@ class DriftlineApp:
         self._consumed += len(records)
         result = self._pipeline.process(records)
         self._publish(result)
+        consumed: dict[str, int] = {}
+        offsets = self._offsets
         for record in records:
-            metrics.EVENTS_CONSUMED.labels(record.topic).inc()
-            self._offsets[(record.topic, record.partition)] = record.offset + 1
+            consumed[record.topic] = consumed.get(record.topic, 0) + 1
+            # Offsets are stored only now, after the batch's outputs were produced.
+            offsets[(record.topic, record.partition)] = record.offset + 1
+        for topic, count in consumed.items():
+            self._consumed_counters[topic].inc(count)
         metrics.BATCH_SIZE.observe(len(records))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
@@ -213,6 +223,7 @@ class DriftlineApp:
             self._log.warning(
                 "alert",
                 model_id=alert["model_id"],
+                partition=alert["source"]["partition"],
                 kind=alert["kind"],
                 status=alert["status"],
                 severity=alert["severity"],

@@ -1,16 +1,18 @@
 """The prediction–outcome join of one task (one partition of both input topics).
 
-Both sides are buffered: the two topics are fetched independently, so an outcome is often read
-before its prediction (always during catch-up). Time is event time: the task's watermark is the
-newest event timestamp it has seen, so a replay ages entries exactly as the live service did.
-An entry's age is measured from the watermark at the moment it was buffered, which keeps each
-buffer in expiry order (dicts keep insertion order) and makes expiry a pop from the front.
+Both sides are buffered: the two topics are fetched independently, so either side may be read far
+ahead of the other (always during catch-up). Time is event time, and each side is aged by the
+*other* side's watermark (the newest timestamp read from it): a prediction stops waiting once the
+outcomes of its partition have moved ``max_wait_ms`` past it, and an outcome once the predictions
+have. Reading one topic ahead therefore never expires entries whose partner is merely unread, and
+a replay ages entries exactly as the live service did. Buffers keep arrival order (dicts), which
+is event-time order up to producer disorder, so expiry pops from the front.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from detectors.events import Labeled, Outcome, Prediction
 
@@ -53,11 +55,13 @@ class JoinBuffer:
         self.max_entries = max_entries
         self._predictions: dict[tuple[str, str], tuple[int, Prediction]] = {}
         self._outcomes: dict[tuple[str, str], tuple[int, tuple[Outcome, object]]] = {}
-        self._watermark_ms = 0
+        self._prediction_watermark_ms = 0
+        self._outcome_watermark_ms = 0
 
     @property
     def watermark_ms(self) -> int:
-        return self._watermark_ms
+        """The newest event time read from either topic of this task."""
+        return max(self._prediction_watermark_ms, self._outcome_watermark_ms)
 
     @property
     def waiting_predictions(self) -> int:
@@ -72,12 +76,12 @@ class JoinBuffer:
 
     def add_prediction(self, prediction: Prediction, expired: Expired) -> Labeled | None:
         """Buffer ``prediction``, or pair it with an outcome that arrived first."""
-        self._advance(prediction.timestamp_ms)
+        self._prediction_watermark_ms = max(self._prediction_watermark_ms, prediction.timestamp_ms)
         key = (prediction.model_id, prediction.event_id)
         waiting = self._outcomes.pop(key, None)
         if waiting is not None:
             return pair(prediction, waiting[1][0])
-        self._predictions[key] = (self._watermark_ms, prediction)
+        self._predictions[key] = (prediction.timestamp_ms, prediction)
         if len(self._predictions) > self.max_entries:
             _, (_, oldest) = _pop_first(self._predictions)
             expired.predictions.append(oldest)
@@ -88,12 +92,12 @@ class JoinBuffer:
         self, outcome: Outcome, expired: Expired, handle: object = None
     ) -> Labeled | None:
         """Pair ``outcome`` with its buffered prediction, or buffer it until that comes."""
-        self._advance(outcome.timestamp_ms)
+        self._outcome_watermark_ms = max(self._outcome_watermark_ms, outcome.timestamp_ms)
         key = (outcome.model_id, outcome.event_id)
         waiting = self._predictions.pop(key, None)
         if waiting is not None:
             return pair(waiting[1], outcome)
-        self._outcomes[key] = (self._watermark_ms, (outcome, handle))
+        self._outcomes[key] = (outcome.timestamp_ms, (outcome, handle))
         if len(self._outcomes) > self.max_entries:
             _, (_, oldest) = _pop_first(self._outcomes)
             expired.outcomes.append(oldest)
@@ -102,18 +106,12 @@ class JoinBuffer:
 
     def expire(self, expired: Expired) -> None:
         """Move every entry that waited longer than ``max_wait_ms`` into ``expired``."""
-        horizon = self._watermark_ms - self.max_wait_ms
-        for buffer, sink in (
-            (self._predictions, expired.predictions),
-            (self._outcomes, expired.outcomes),
-        ):
-            while buffer:
-                key = next(iter(buffer))
-                buffered_at, entry = buffer[key]
-                if buffered_at >= horizon:
-                    break
-                del buffer[key]
-                sink.append(entry)  # type: ignore[arg-type]  # each buffer feeds its own sink
+        _expire_front(
+            self._predictions, self._outcome_watermark_ms - self.max_wait_ms, expired.predictions
+        )
+        _expire_front(
+            self._outcomes, self._prediction_watermark_ms - self.max_wait_ms, expired.outcomes
+        )
 
     def drop_model(self, model_id: str) -> None:
         """Forget a model's waiting entries (the model was removed from monitoring)."""
@@ -121,8 +119,15 @@ class JoinBuffer:
             for key in [k for k in buffer if k[0] == model_id]:
                 del buffer[key]
 
-    def _advance(self, timestamp_ms: int) -> None:
-        self._watermark_ms = max(self._watermark_ms, timestamp_ms)
+
+def _expire_front(buffer: dict[Any, tuple[int, Any]], horizon_ms: int, sink: list[Any]) -> None:
+    while buffer:
+        key = next(iter(buffer))
+        timestamp_ms, entry = buffer[key]
+        if timestamp_ms >= horizon_ms:
+            return
+        del buffer[key]
+        sink.append(entry)
 
 
 def pair(prediction: Prediction, outcome: Outcome) -> Labeled:

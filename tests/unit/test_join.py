@@ -47,18 +47,36 @@ def test_same_event_id_of_two_models_does_not_pair() -> None:
     assert join.add_outcome(outcome("a", 200, model="m2"), expired) is None
 
 
-def test_entries_expire_by_event_time_only_after_the_wait() -> None:
+def test_each_side_ages_by_the_other_sides_event_time() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
     join.add_prediction(prediction("a", 100), expired)
     join.add_outcome(outcome("b", 150), expired, handle="raw-b")
     join.add_prediction(prediction("c", 1100), expired)
     join.expire(expired)
+    # Predictions reached 1100: outcome "b" (150) may still find its prediction; outcomes only
+    # reached 150, so prediction "a" may still get its outcome.
     assert expired.predictions == [] and expired.outcomes == []
-    join.add_prediction(prediction("d", 1200), expired)  # watermark 1200: "a" waited 1100 ms
+    join.add_prediction(prediction("d", 1200), expired)
+    join.expire(expired)
+    assert [(o.event_id, h) for o, h in expired.outcomes] == [("b", "raw-b")]
+    assert expired.predictions == []
+    join.add_outcome(outcome("x", 1150), expired)
     join.expire(expired)
     assert [p.event_id for p in expired.predictions] == ["a"]
-    assert [(o.event_id, h) for o, h in expired.outcomes] == [("b", "raw-b")]
     assert join.waiting_predictions == 2
+
+
+def test_catch_up_with_one_topic_read_ahead_loses_no_pair() -> None:
+    """All predictions are read before any outcome (a restart after a long backlog): nothing
+    expires while the outcomes are unread, and every outcome then finds its prediction."""
+    join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10_000), Expired()
+    for i in range(5000):
+        join.add_prediction(prediction(str(i), i * 100), expired)
+    join.expire(expired)
+    assert expired.predictions == []
+    pairs = [join.add_outcome(outcome(str(i), i * 100 + 50), expired) for i in range(5000)]
+    join.expire(expired)
+    assert all(p is not None for p in pairs) and expired.outcomes == []
 
 
 def test_cap_evicts_the_oldest_entry() -> None:
