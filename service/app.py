@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from detectors.reference import ModelProfile
 from service import metrics
+from service.balance import side_ahead
 from service.config import Config, load_config
 from service.errors import KafkaError, TopologyError
 from service.http import Health, serve
@@ -64,6 +65,7 @@ class DriftlineApp:
         self._offsets: dict[tuple[str, int], int] = {}
         self._consumed = 0
         self._error_log: dict[str, tuple[float, int]] = {}
+        self._paused: set[tuple[str, int]] = set()
         self._kpi_gauges = metrics.GaugeFamily(metrics.KPI)
         self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
         self._failed_gauges = metrics.GaugeFamily(metrics.MODEL_FAILED)
@@ -131,6 +133,7 @@ class DriftlineApp:
                 self._health.beat()
                 if messages:
                     self._handle(messages)
+                    self._balance()
                 self._producer.poll(0)
                 now = time.monotonic()
                 if now - last_commit >= processing.commit_interval_s:
@@ -329,6 +332,53 @@ class DriftlineApp:
             if partitions is not None:
                 self._offsets.pop((tp.topic, tp.partition), None)
 
+    # -- keeping both input topics of a task in step ---------------------------------------------
+
+    def _balance(self) -> None:
+        topics = self._config.topics
+        max_skew_ms = int(self._config.processing.max_skew_s * 1000)
+        wanted: set[tuple[str, int]] = set()
+        for partition, task in self._pipeline.tasks.items():
+            ahead = side_ahead(
+                task.join.prediction_watermark_ms, task.join.outcome_watermark_ms, max_skew_ms
+            )
+            if ahead is None:
+                continue
+            ahead_topic, behind_topic = (
+                (topics.predictions, topics.outcomes)
+                if ahead == "prediction"
+                else (topics.outcomes, topics.predictions)
+            )
+            if self._unread(behind_topic, partition) > 0:
+                wanted.add((ahead_topic, partition))
+        pause, resume = wanted - self._paused, self._paused - wanted
+        if pause:
+            self._consumer.pause([TopicPartition(t, p) for t, p in sorted(pause)])
+        if resume:
+            self._consumer.resume([TopicPartition(t, p) for t, p in sorted(resume)])
+        if pause or resume:
+            self._log.debug("input_balance", paused=sorted(wanted))
+        self._paused = wanted
+        metrics.PAUSED_PARTITIONS.set(len(wanted))
+
+    def _unread(self, topic: str, partition: int) -> int:
+        """Messages of a partition not read yet (0 when the broker cannot tell right now)."""
+        tp = TopicPartition(topic, partition)
+        try:
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:  # no fetch response for it yet: ask the broker
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            position = self._offsets.get((topic, partition))
+            if position is None:
+                (current,) = self._consumer.position([tp])
+                position = current.offset
+                if position < 0:  # nothing fetched yet: start from the committed offset
+                    (current,) = self._consumer.committed([tp], timeout=1.0)
+                    position = max(current.offset, 0)
+        except KafkaException:
+            return 0
+        return max(high - position, 0) if high >= 0 else 0
+
     # -- rebalance callbacks ------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -346,6 +396,7 @@ class DriftlineApp:
         except KafkaError as exc:
             self._log.error("commit_on_revoke_failed", error=str(exc))
         self._pipeline.revoke(tasks)
+        self._paused = {(t, p) for t, p in self._paused if p not in tasks}
         self._health.set_state(assigned=len(self._pipeline.tasks))
         metrics.REBALANCES.labels("revoke").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
@@ -357,6 +408,7 @@ class DriftlineApp:
         for key in [k for k in self._offsets if k[1] in tasks]:
             del self._offsets[key]
         self._pipeline.revoke(tasks)
+        self._paused = {(t, p) for t, p in self._paused if p not in tasks}
         self._health.set_state(assigned=len(self._pipeline.tasks))
         metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
         metrics.REBALANCES.labels("lost").inc()

@@ -64,6 +64,14 @@ class JoinBuffer:
         return max(self._prediction_watermark_ms, self._outcome_watermark_ms)
 
     @property
+    def prediction_watermark_ms(self) -> int:
+        return self._prediction_watermark_ms
+
+    @property
+    def outcome_watermark_ms(self) -> int:
+        return self._outcome_watermark_ms
+
+    @property
     def waiting_predictions(self) -> int:
         return len(self._predictions)
 

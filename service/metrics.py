@@ -56,6 +56,10 @@ REBALANCES = Counter("driftline_rebalances_total", "Partition assignment changes
 KAFKA_ERRORS = Counter("driftline_kafka_errors_total", "Errors reported by librdkafka.", ["code"])
 CONFIG_RELOADS = Counter("driftline_config_reloads_total", "Config reloads.", ["result"])
 ASSIGNED_PARTITIONS = Gauge("driftline_assigned_partitions", "Tasks assigned to this replica.")
+PAUSED_PARTITIONS = Gauge(
+    "driftline_paused_partitions",
+    "Input partitions paused because they ran ahead of their task's other topic.",
+)
 READY = Gauge("driftline_ready", "1 while /readyz answers ready.")
 BROKER_REACHABLE = Gauge("driftline_broker_reachable", "1 while the broker answers.")
 

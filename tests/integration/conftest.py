@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -301,3 +302,65 @@ def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: int
         return {}
     finally:
         consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def wait_processed(bootstrap: str, topics: Topics, timeout: float = 120) -> None:
+    """Wait until the group's committed offsets reach the end of both input topics.
+
+    The service flushes its outputs before it commits, so afterwards every alert caused by the
+    input is in the alerts topic."""
+    for topic in (topics.predictions, topics.outcomes):
+        ends = end_offsets(bootstrap, topic, 2)
+
+        def caught_up(t: str = topic, e: dict[int, int] = ends) -> bool:
+            committed = committed_offsets(bootstrap, topics.group_id, t, 2)
+            # An empty partition has nothing to commit.
+            return all(end == 0 or committed.get(p) == end for p, end in e.items())
+
+        wait_for(caught_up, timeout, f"the service to commit {topic} up to {ends}")
+
+
+def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every message of a one-partition topic, up to its current end."""
+    end = end_offsets(bootstrap, topic, 1)[0]
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "read-all", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    messages: list[Any] = []
+    try:
+        wait_for(
+            lambda: (
+                messages.extend(m for m in consumer.consume(500, 0.2) if not m.error())
+                or len(messages) >= end
+            ),
+            30,
+            f"{end} messages on {topic}",
+            interval=0,
+        )
+    finally:
+        consumer.close()
+    return messages
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value}."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

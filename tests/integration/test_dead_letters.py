@@ -4,7 +4,6 @@ service never stops."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -14,23 +13,10 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from service.synthetic import ModelStream, generate
 
-from .conftest import ServiceProcess, Topics, produce
-from .test_service import read_all, wait_processed
+from .conftest import ServiceProcess, Topics, produce, read_all, scrape, wait_processed
 
 MB = 1024 * 1024
 OVERSIZED = b'{"pad": "' + b"x" * (5 * MB) + b'"}'
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus text format -> {'name{labels}': value}."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def bad_messages(topics: Topics) -> list[tuple[str, bytes | None, bytes | None, str]]:

@@ -24,10 +24,11 @@ from .conftest import (
     Topics,
     committed_offsets,
     produce_events,
+    read_all,
+    scrape,
     wait_for,
+    wait_processed,
 )
-from .test_dead_letters import scrape
-from .test_service import read_all, wait_processed
 
 BROKER = ROOT / "deploy" / "kafka" / "broker.sh"
 

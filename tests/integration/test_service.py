@@ -9,13 +9,21 @@ from typing import Any
 
 import jsonschema
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 
 from service.config import load_config
 from service.replay import replay
 from service.synthetic import ModelStream, generate
 
-from .conftest import ROOT, ServiceProcess, Topics, committed_offsets, produce_events, wait_for
+from .conftest import (
+    ROOT,
+    ServiceProcess,
+    Topics,
+    produce_events,
+    read_all,
+    scrape,
+    wait_for,
+    wait_processed,
+)
 
 ALERT_SCHEMA = jsonschema.Draft202012Validator(
     json.loads((ROOT / "schemas" / "alert.v1.json").read_text()),
@@ -27,56 +35,6 @@ KPI_SCHEMA = jsonschema.Draft202012Validator(
 )
 DEGRADED = ModelStream("credit", seed=11, change_at=3000, accuracy_after=0.70)
 HEALTHY = ModelStream("fraud", seed=12)
-
-
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-    finally:
-        consumer.close()
-
-
-def wait_processed(bootstrap: str, topics: Topics, timeout: float = 120) -> None:
-    """Wait until the group's committed offsets reach the end of both input topics.
-
-    The service flushes its outputs before it commits, so afterwards every alert caused by the
-    input is in the alerts topic."""
-    for topic in (topics.predictions, topics.outcomes):
-        ends = end_offsets(bootstrap, topic, 2)
-
-        def caught_up(t: str = topic, e: dict[int, int] = ends) -> bool:
-            committed = committed_offsets(bootstrap, topics.group_id, t, 2)
-            # An empty partition has nothing to commit.
-            return all(end == 0 or committed.get(p) == end for p, end in e.items())
-
-        wait_for(caught_up, timeout, f"the service to commit {topic} up to {ends}")
-
-
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every message of a one-partition topic, up to its current end."""
-    end = end_offsets(bootstrap, topic, 1)[0]
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "read-all", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    messages: list[Any] = []
-    try:
-        wait_for(
-            lambda: (
-                messages.extend(m for m in consumer.consume(500, 0.2) if not m.error())
-                or len(messages) >= end
-            ),
-            30,
-            f"{end} messages on {topic}",
-            interval=0,
-        )
-    finally:
-        consumer.close()
-    return messages
 
 
 def essentials(alert: dict[str, Any]) -> tuple[Any, ...]:
@@ -185,3 +143,28 @@ def test_missing_input_topic_is_a_clear_error(
     code = proc.process.wait(timeout=60)
     assert code == 1
     assert "does-not-exist" in (proc.log_path.read_text() if proc.log_path else "")
+
+
+def catch_up(bootstrap: str, topics: Topics, service: ServiceProcess, max_skew_s: float) -> dict:
+    """A backlog of 20,000 wide predictions and 20,000 small outcomes, read from scratch with a
+    join cap of 2,000: the outcomes topic is fetched far ahead of the predictions."""
+    wide = ModelStream("backlog", seed=71, numeric_features=15, categorical_features=5)
+    produce_events(bootstrap, topics, generate(wide, 20_000))
+    service.config = {
+        "limits": {"join_max_entries": 2000},
+        "processing": {"batch_size": 250, "max_skew_s": max_skew_s},
+    }
+    service.start()
+    wait_processed(bootstrap, topics)
+    metrics = scrape(service.url)
+    assert service.stop() == 0
+    return metrics
+
+
+def test_backlog_is_read_in_step_so_the_join_loses_nothing(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    metrics = catch_up(bootstrap, topics, service, max_skew_s=10)
+    assert metrics["driftline_join_evictions_total"] == 0
+    assert metrics["driftline_labeled_events_total"] == 20_000
+    assert metrics["driftline_predictions_expired_total"] == 0

@@ -105,3 +105,12 @@ def test_every_pair_matches_in_any_arrival_order(order: list[int], sides: list[b
             pairs.append(result.event_id)
     assert sorted(pairs, key=int) == [str(i) for i in range(20)]
     assert join.waiting_predictions == join.waiting_outcomes == 0
+
+
+def test_side_ahead_names_the_topic_beyond_the_allowed_skew() -> None:
+    from service.balance import side_ahead
+
+    assert side_ahead(100_000, 0, max_skew_ms=60_000) == "prediction"
+    assert side_ahead(0, 100_000, max_skew_ms=60_000) == "outcome"
+    assert side_ahead(100_000, 50_000, max_skew_ms=60_000) is None
+    assert side_ahead(50_000, 110_000, max_skew_ms=60_000) is None
