@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import Literal
 
 import numpy as np
@@ -21,6 +23,7 @@ _NUMBER_TYPES = frozenset({int, float})
 _NUMERIC_FAST = frozenset({int, float, type(None)})
 _CATEGORICAL_FAST = frozenset({str, type(None)})
 _NONE = np.array(None, dtype=object)
+_DICT_ONLY = frozenset({dict})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,24 +169,68 @@ def columnarize(
     categorical: dict[str, np.ndarray] = {}
     missing: dict[str, np.ndarray] = {}
     mismatch: dict[str, np.ndarray] = {}
-    for name, kind in kinds.items():
-        values = [row.get(name) for row in rows]
-        types = set(map(type, values))
-        is_null = (
-            np.fromiter((v is None for v in values), dtype=bool, count=n)
-            if type(None) in types
-            else np.zeros(n, dtype=bool)
-        )
-        if kind == "numeric":
-            numeric[name], mismatch[name] = _numeric_column(values, types, is_null)
-        else:
-            categorical[name], mismatch[name] = _categorical_column(values, types, is_null)
-        missing[name] = is_null
+    table = _transpose(rows, list(kinds))
+    for j, (name, kind) in enumerate(kinds.items()):
+        values = table[j] if table is not None else [row.get(name) for row in rows]
+        column, missing[name], mismatch[name] = _column(values, kind)
+        (numeric if kind == "numeric" else categorical)[name] = column
     return FeatureColumns(n, numeric, categorical, missing, mismatch)
 
 
+def column_of(name: str, values: Sequence[object], kind: FeatureKind) -> FeatureColumns:
+    """One feature's values as columns: what ``columnarize`` gives for rows ``{name: value}``
+    (a ``None`` value standing for null), without building the rows.
+
+    >>> column_of("score", [0.5, None, True], "numeric").type_mismatch["score"].tolist()
+    [False, False, True]
+    """
+    column, missing, mismatch = _column(values, kind)
+    held = {name: column}
+    return FeatureColumns(
+        len(values),
+        held if kind == "numeric" else {},
+        {} if kind == "numeric" else held,
+        {name: missing},
+        {name: mismatch},
+    )
+
+
+def _column(
+    values: Sequence[object], kind: FeatureKind
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(column, missing, type mismatch) of one feature's values."""
+    n = len(values)
+    types = set(map(type, values))
+    is_null = (
+        np.fromiter(map(is_, values, repeat(None)), dtype=bool, count=n)
+        if type(None) in types
+        else np.zeros(n, dtype=bool)
+    )
+    if kind == "numeric":
+        column, mismatch = _numeric_column(values, types, is_null)
+    else:
+        column, mismatch = _categorical_column(values, types, is_null)
+    return column, is_null, mismatch
+
+
+def _transpose(
+    rows: Sequence[Mapping[str, object]], names: list[str]
+) -> list[Sequence[object]] | None:
+    """The value of every name in every row, one sequence per name; None unless every row is a
+    plain dict holding every name (then the caller looks each value up with ``get``)."""
+    if not rows or not names or not _DICT_ONLY.issuperset(map(type, rows)):
+        return None
+    # One C-level lookup of all names per row, instead of one Python-level lookup per name.
+    try:
+        if len(names) == 1:
+            return [list(map(itemgetter(names[0]), rows))]
+        return list(zip(*map(itemgetter(*names), rows), strict=True))
+    except KeyError:
+        return None
+
+
 def _numeric_column(
-    values: list[object], types: set[type], is_null: np.ndarray
+    values: Sequence[object], types: set[type], is_null: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     column: np.ndarray | None = None
     if types <= _NUMERIC_FAST:
@@ -213,7 +260,7 @@ def _as_floats(values: Iterable[object]) -> Iterable[float]:
 
 
 def _categorical_column(
-    values: list[object], types: set[type], is_null: np.ndarray
+    values: Sequence[object], types: set[type], is_null: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     n = len(values)
     if types <= _CATEGORICAL_FAST:

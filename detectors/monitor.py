@@ -17,7 +17,7 @@ import numpy as np
 
 from detectors.alerting import AlertRule, AlertState, SignalAlertState, Transition
 from detectors.alerts import AlertKind, iso_ms, make_alert
-from detectors.columns import FeatureColumns, FeatureKind, columnarize, infer_kinds
+from detectors.columns import FeatureColumns, FeatureKind, column_of, columnarize, infer_kinds
 from detectors.concept import ConceptDriftDetector
 from detectors.data_drift import DataDriftMonitor, DriftEvaluation
 from detectors.events import Labeled, Prediction, Source
@@ -31,6 +31,8 @@ Task = Literal["classification", "regression"]
 _EVIDENCE_FEATURES = 10
 # The drift state machines run on -log10(p): hysteresis there is a factor on the p-value.
 _DRIFT_RESOLVE_DECADES = 1.0
+# Exact types a score list may hold to go straight into a float array (None becomes NaN).
+_FLOAT_OR_NONE = frozenset({float, type(None)})
 
 
 class ModelMonitor:
@@ -153,7 +155,7 @@ class ModelMonitor:
         # as type mismatches (data quality), not as a silently re-typed feature.
         if self.profile is not None and not self._kinds:
             self._kinds.update(self.profile.kinds())
-        unknown = {name for row in rows for name in row if name not in self._kinds}
+        unknown = set().union(*rows).difference(self._kinds)
         if unknown:
             inferred = infer_kinds([{k: row[k] for k in unknown if k in row} for row in rows])
             for name in sorted(inferred):
@@ -191,13 +193,15 @@ class ModelMonitor:
             else:
                 self._prediction_kind = {"prediction": "categorical"}
         kinds = self._prediction_kind
+        # The one column built directly: no row dict per prediction.
         if "score" in kinds:
-            rows: list[dict[str, object]] = [
-                {"score": p.score if isinstance(p.score, float) else None} for p in predictions
-            ]
-        else:
-            rows = [{"prediction": p.prediction} for p in predictions]
-        return columnarize(rows, kinds), kinds
+            scores = [p.score for p in predictions]
+            if not _FLOAT_OR_NONE.issuperset(map(type, scores)):
+                scores = [s if isinstance(s, float) else None for s in scores]
+            return column_of("score", scores, "numeric"), kinds
+        return column_of(
+            "prediction", [p.prediction for p in predictions], kinds["prediction"]
+        ), kinds
 
     def _on_drift(
         self, kind: AlertKind, evaluation: DriftEvaluation, batch: Sequence[Prediction]
@@ -519,6 +523,9 @@ class ModelMonitor:
         )
 
     def _scores(self, batch: Sequence[Labeled]) -> np.ndarray:
+        scores = [x.score for x in batch]
+        if _FLOAT_OR_NONE.issuperset(map(type, scores)):
+            return np.array(scores, dtype=np.float64)  # None becomes NaN
         positive = str(self._positive)
         out = np.full(len(batch), np.nan)
         for i, x in enumerate(batch):

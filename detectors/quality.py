@@ -21,6 +21,8 @@ _MISMATCH = 2
 _CHECKED = 4  # a usable value compared with the reference
 _OUTSIDE = 8  # ... and found out of range / in a category the reference does not have
 _BITS = (_MISSING, _MISMATCH, _CHECKED, _OUTSIDE)
+_BIT_VALUES = np.array(_BITS, dtype=np.uint8)
+_MAX_RUNNING_CELLS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,19 +217,41 @@ class QualityMonitor:
         lag = self._n_seen % self.every
         points = np.arange(self.every - 1 - lag, n, self.every)
         selected = columns.select(self._tracked)
-        per_feature = []
-        for name, kind in self._tracked.items():
-            flags = self._flags(selected, name, kind)
-            tail = self._tails[name]
-            history = np.concatenate([tail, flags])
-            ends = tail.shape[0] + points + 1
+        tracked = list(self._tracked.items())
+        flags = [self._flags(selected, name, kind) for name, kind in tracked]
+        # Features whose tails are equally long share one window arithmetic: their histories
+        # are stacked and every flag bit of all of them is counted in one cumulative sum.
+        groups: dict[int, list[int]] = {}
+        for i, (name, _) in enumerate(tracked):
+            groups.setdefault(self._tails[name].shape[0], []).append(i)
+        counted: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+        for length, members in groups.items():
+            ends = length + points + 1
             starts = np.maximum(ends - self.window_size, 0)
-            counts = []
-            for bit in _BITS:
-                running = np.concatenate([[0], np.cumsum((history & bit) != 0)])
-                counts.append(running[ends] - running[starts])
-            per_feature.append((name, kind, ends - starts, counts))
-            self._tails[name] = history[-self.window_size :]
+            sizes = ends - starts
+            # Chunks bound the memory of the running counts for wide models and big batches.
+            step = max(1, _MAX_RUNNING_CELLS // ((length + n + 1) * len(_BITS)))
+            for first in range(0, len(members), step):
+                chunk = members[first : first + step]
+                history = np.concatenate(
+                    [
+                        np.stack([self._tails[tracked[i][0]] for i in chunk]),
+                        np.stack([flags[i] for i in chunk]),
+                    ],
+                    axis=1,
+                )
+                running = np.zeros((len(chunk), length + n + 1, len(_BITS)), dtype=np.int64)
+                np.cumsum(
+                    (history[:, :, None] & _BIT_VALUES) != 0,
+                    axis=1,
+                    dtype=np.int64,
+                    out=running[:, 1:],
+                )
+                counts = running[:, ends] - running[:, starts]
+                for row, i in enumerate(chunk):
+                    counted[i] = (sizes, [counts[row, :, b] for b in range(len(_BITS))])
+                    self._tails[tracked[i][0]] = history[row, -self.window_size :]
+        per_feature = [(name, kind, *counted[i]) for i, (name, kind) in enumerate(tracked)]
         self._n_seen += n
         if self._pending is not None:
             self.set_reference(self._pending)

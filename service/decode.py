@@ -98,53 +98,94 @@ def _classify_json_error(value: bytes, exc: orjson.JSONDecodeError) -> DecodeErr
 def decode_prediction(value: bytes | None, source: Source, limits: DecodeLimits) -> Prediction:
     doc = parse_json(value, limits)
     features = doc.get("features", _MISSING)
-    if features is _MISSING:
-        raise DecodeError("missing_field", "'features' is required")
-    if not isinstance(features, dict):
-        raise DecodeError("wrong_type", "'features' must be an object")
+    if type(features) is not dict:
+        if features is _MISSING:
+            raise DecodeError("missing_field", "'features' is required")
+        if not isinstance(features, dict):
+            raise DecodeError("wrong_type", "'features' must be an object")
     if len(features) > limits.max_features:
         raise DecodeError(
             "too_many_features",
             f"event has {len(features)} features, limit is {limits.max_features}",
         )
-    for name, feature in features.items():
-        if feature is not None and not isinstance(feature, _FEATURE_TYPES):
-            raise DecodeError(
-                "wrong_type", f"feature {name!r} must be a number, string, boolean or null"
-            )
+    # One C-level pass over the value types; the per-feature loop only runs to name the culprit.
+    if not _FEATURE_VALUE_TYPES.issuperset(map(type, features.values())):
+        for name, feature in features.items():
+            if feature is not None and not isinstance(feature, _FEATURE_TYPES):
+                raise DecodeError(
+                    "wrong_type", f"feature {name!r} must be a number, string, boolean or null"
+                )
     segment = doc.get("segment")
     if segment is not None:
         segment = _check_segment(segment)
+    # Fast paths accept the common well-formed values; anything else goes through the helpers,
+    # which raise the same errors in the same order as a field-by-field check.
+    event_id = doc.get("event_id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
+        event_id = _id(doc, "event_id", MAX_ID_LENGTH)
+    model_id = _fast_model_id(doc)
+    model_version = doc.get("model_version")
+    if model_version is not None and (
+        type(model_version) is not str or len(model_version) > MAX_MODEL_ID_LENGTH
+    ):
+        model_version = _optional_string(doc, "model_version")
+    timestamp = doc.get("timestamp")
+    if type(timestamp) is not int or timestamp < 0:
+        timestamp = _timestamp_ms(doc)
+    prediction = doc.get("prediction")
+    if type(prediction) not in _LABEL_TYPES:
+        prediction = _label(doc, "prediction")
+    score = doc.get("score")
+    if type(score) is not float or not 0.0 <= score <= 1.0:
+        score = _score(score)
+    # Positional: a frozen dataclass's keyword call costs a third more, per event.
     return Prediction(
-        event_id=_id(doc, "event_id", MAX_ID_LENGTH),
-        model_id=_model_id(doc),
-        model_version=_optional_string(doc, "model_version"),
-        timestamp_ms=_timestamp_ms(doc),
-        features=features,
-        prediction=_label(doc, "prediction"),
-        score=_score(doc.get("score")),
-        segment=segment,
-        source=source,
+        event_id, model_id, model_version, timestamp, features, prediction, score, segment, source
     )
 
 
 def decode_outcome(value: bytes | None, source: Source, limits: DecodeLimits) -> Outcome:
     doc = parse_json(value, limits)
+    event_id = doc.get("event_id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
+        event_id = _id(doc, "event_id", MAX_ID_LENGTH)
+    model_id = _fast_model_id(doc)
+    model_version = doc.get("model_version")
+    if model_version is not None and (
+        type(model_version) is not str or len(model_version) > MAX_MODEL_ID_LENGTH
+    ):
+        model_version = _optional_string(doc, "model_version")
+    timestamp = doc.get("timestamp")
+    if type(timestamp) is not int or timestamp < 0:
+        timestamp = _timestamp_ms(doc)
+    label = doc.get("label")
+    if type(label) not in _LABEL_TYPES:
+        label = _label(doc, "label")
     prediction = doc.get("prediction")
-    return Outcome(
-        event_id=_id(doc, "event_id", MAX_ID_LENGTH),
-        model_id=_model_id(doc),
-        model_version=_optional_string(doc, "model_version"),
-        timestamp_ms=_timestamp_ms(doc),
-        label=_label(doc, "label"),
-        prediction=None if prediction is None else _label(doc, "prediction"),
-        score=_score(doc.get("score")),
-        source=source,
-    )
+    if prediction is not None and type(prediction) not in _LABEL_TYPES:
+        prediction = _label(doc, "prediction")
+    score = doc.get("score")
+    if score is not None and (type(score) is not float or not 0.0 <= score <= 1.0):
+        score = _score(score)
+    return Outcome(event_id, model_id, model_version, timestamp, label, prediction, score, source)
+
+
+def _fast_model_id(doc: dict[str, object]) -> str:
+    model_id = doc.get("model_id")
+    if (
+        type(model_id) is str
+        and 0 < len(model_id) <= MAX_MODEL_ID_LENGTH
+        and _MODEL_ID_CHARS.issuperset(model_id)
+    ):
+        return model_id
+    return _model_id(doc)
 
 
 _MISSING: Final = object()
 _FEATURE_TYPES: Final = (int, float, str, bool)
+# Exact types (what orjson produces) that need no further check; others take the careful path.
+_FEATURE_VALUE_TYPES: Final = frozenset({int, float, str, bool, type(None)})
+_LABEL_TYPES: Final = frozenset({int, float, str, bool})
 
 
 def _required(doc: dict[str, object], key: str) -> object:

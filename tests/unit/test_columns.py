@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detectors.columns
-from detectors.columns import FeatureColumns, columnarize, encode_categories, infer_kinds
+from detectors.columns import (
+    FeatureColumns,
+    FeatureKind,
+    column_of,
+    columnarize,
+    encode_categories,
+    infer_kinds,
+)
 
 SCALARS = st.one_of(
     st.none(),
@@ -118,3 +125,102 @@ def test_encode_categories() -> None:
     assert codes.tolist() == [3, -1, 9, 7, 3]
     empty = encode_categories(values, np.empty(0, dtype=np.str_), np.empty(0, np.int32), 0)
     assert empty.tolist() == [0, -1, 0, 0, 0]
+
+
+def _reference_cell(value: object, kind: str) -> tuple[object, bool, bool]:
+    """One value as the docstring of ``FeatureColumns`` defines it: (cell, missing, mismatch),
+    checked one value at a time with no fast path."""
+    if value is None:
+        return (math.nan if kind == "numeric" else None), True, False
+    if kind == "numeric":
+        if type(value) in (int, float):
+            try:
+                number = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                return math.nan, False, True
+            return (number, False, False) if math.isfinite(number) else (math.nan, False, True)
+        return math.nan, False, True
+    if type(value) is str:
+        return value, False, False
+    if type(value) is bool:
+        return ("true" if value else "false"), False, False
+    return None, False, True
+
+
+def _assert_matches_reference(
+    rows: list[dict[str, object]], kinds: dict[str, FeatureKind], cols: FeatureColumns
+) -> None:
+    assert cols.n == len(rows)
+    assert cols.kinds() == kinds
+    for name, kind in kinds.items():
+        cells = [_reference_cell(row.get(name), kind) for row in rows]
+        column = (cols.numeric if kind == "numeric" else cols.categorical)[name]
+        if kind == "numeric":
+            assert column.dtype == np.float64
+            np.testing.assert_array_equal(column, np.array([c[0] for c in cells], dtype=float))
+        else:
+            assert column.dtype == object
+            assert column.tolist() == [c[0] for c in cells]
+        for mask, index in ((cols.missing[name], 1), (cols.type_mismatch[name], 2)):
+            assert mask.dtype == np.bool_
+            assert mask.tolist() == [c[index] for c in cells]
+
+
+WIDE_SCALARS = st.one_of(
+    SCALARS,
+    st.integers(),  # beyond float range too
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([math.nan, math.inf, -math.inf, 0, 1, True, False, "", "1.5"]),
+)
+NAMES = ("a", "b", "c")
+KINDS = st.dictionaries(st.sampled_from(NAMES), st.sampled_from(["numeric", "categorical"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({}, optional=dict.fromkeys(NAMES, WIDE_SCALARS)),
+        max_size=25,
+    ),
+    KINDS,
+)
+def test_columnarize_equals_value_by_value_reference(
+    rows: list[dict[str, object]], kinds: dict[str, FeatureKind]
+) -> None:
+    """Rows of mixed types with keys sometimes absent (the per-name lookup)."""
+    _assert_matches_reference(rows, kinds, columnarize(rows, kinds))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(dict.fromkeys(NAMES, WIDE_SCALARS), optional={"extra": SCALARS}),
+        max_size=25,
+    ),
+    KINDS,
+    st.sampled_from([None, int, float, str, bool]),
+)
+def test_columnarize_fast_path_equals_value_by_value_reference(
+    rows: list[dict[str, object]], kinds: dict[str, FeatureKind], only: type | None
+) -> None:
+    """Every row holds every feature (the one-lookup-per-row path), uniform or mixed types."""
+    if only is not None:
+        # Columns of one type take the numpy fast paths.
+        rows = [
+            {k: v if type(v) is only or v is None else None for k, v in r.items()} for r in rows
+        ]
+    _assert_matches_reference(rows, kinds, columnarize(rows, kinds))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(WIDE_SCALARS, max_size=25), st.sampled_from(["numeric", "categorical"]))
+def test_column_of_equals_columnarize_of_one_key_rows(
+    values: list[object], kind: FeatureKind
+) -> None:
+    got = column_of("v", values, kind)
+    want = columnarize([{"v": v} for v in values], {"v": kind})
+    _assert_matches_reference([{"v": v} for v in values], {"v": kind}, got)
+    assert got.kinds() == want.kinds()
+    for attr in ("numeric", "categorical", "missing", "type_mismatch"):
+        for name, array in getattr(want, attr).items():
+            np.testing.assert_array_equal(getattr(got, attr)[name], array)
