@@ -22,10 +22,11 @@ from detectors.reference import ModelProfile
 from service import metrics
 from service.balance import side_ahead
 from service.config import Config, load_config
-from service.errors import KafkaError, TopologyError
+from service.errors import KafkaError, SnapshotError, TopologyError
 from service.http import Health, serve
 from service.logs import get_logger, librdkafka_logger
 from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
+from service.state import SnapshotCodec, TaskSnapshot, read_latest, snapshot_key
 
 ERROR_LOG_INTERVAL_S = 10.0
 
@@ -66,6 +67,10 @@ class DriftlineApp:
         self._consumed = 0
         self._error_log: dict[str, tuple[float, int]] = {}
         self._paused: set[tuple[str, int]] = set()
+        key = config.state.key()
+        self._codec = SnapshotCodec(key) if key is not None else None
+        self._last_snapshot = time.monotonic()
+        self._restored: dict[tuple[str, int], int] = {}
         self._kpi_gauges = metrics.GaugeFamily(metrics.KPI)
         self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
         self._failed_gauges = metrics.GaugeFamily(metrics.MODEL_FAILED)
@@ -103,6 +108,8 @@ class DriftlineApp:
                 "acks": "all",
                 "linger.ms": 20,
                 "compression.type": "lz4",
+                # Snapshots can be large; the topics' own limits still apply to everything else.
+                "message.max.bytes": config.state.max_snapshot_bytes + 1024 * 1024,
                 "error_cb": self._on_error,
                 "logger": librdkafka_logger(),
             }
@@ -124,7 +131,10 @@ class DriftlineApp:
         )
         self._running = True
         self._health.set_state(started=True, broker_ok=True)
-        self._log.info("started", topics=topics, group_id=self._config.kafka.group_id)
+        self._log.info(
+            "started", topics=topics, group_id=self._config.kafka.group_id,
+            snapshots=self._codec is not None,
+        )
         processing = self._config.processing
         last_commit = last_kpis = last_lag = time.monotonic()
         try:
@@ -166,7 +176,7 @@ class DriftlineApp:
         self._log.info("stopping")
         deadline = self._config.processing.shutdown_timeout_s
         try:
-            self._commit(timeout_s=deadline)
+            self._commit(timeout_s=deadline, force=True)
         finally:
             self._consumer.close()
             if self.http_server is not None:
@@ -289,8 +299,12 @@ class DriftlineApp:
 
     # -- offsets -------------------------------------------------------------------------------
 
-    def _commit(self, timeout_s: float = 5.0, partitions: set[int] | None = None) -> None:
-        """Flush outputs, then commit stored offsets: nothing is committed before it is out."""
+    def _commit(
+        self, timeout_s: float = 5.0, partitions: set[int] | None = None, force: bool = False
+    ) -> None:
+        """Snapshot (on its interval, or ``force``), flush outputs, then commit stored offsets:
+        nothing is committed before it is out."""
+        self._write_snapshots(partitions, force)
         remaining = self._producer.flush(timeout_s)
         if self._delivery_errors:
             # librdkafka gave up on an output (after retrying for message.timeout.ms). Committing
@@ -331,6 +345,96 @@ class DriftlineApp:
         for tp in offsets:
             if partitions is not None:
                 self._offsets.pop((tp.topic, tp.partition), None)
+
+    # -- task snapshots --------------------------------------------------------------------------
+
+    def _write_snapshots(self, partitions: set[int] | None, force: bool) -> None:
+        if self._codec is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_snapshot < self._config.state.snapshot_interval_s:
+            return
+        self._last_snapshot = now
+        topics, group = self._config.topics, self._config.kafka.group_id
+        limit = self._config.state.max_snapshot_bytes
+        for partition, task in self._pipeline.tasks.items():
+            if partitions is not None and partition not in partitions:
+                continue
+            offsets = self._task_positions(partition)
+            if offsets is None:
+                continue
+            data = self._codec.encode(TaskSnapshot(partition, offsets, task))
+            if len(data) > limit:
+                metrics.SNAPSHOTS.labels("too_large").inc()
+                self._log.error("snapshot_too_large", task=partition, bytes=len(data), limit=limit)
+                continue
+            self._producer.produce(
+                topics.state,
+                key=snapshot_key(group, partition),
+                value=data,
+                on_delivery=self._on_snapshot_delivery,
+            )
+            metrics.SNAPSHOT_BYTES.observe(len(data))
+
+    def _task_positions(self, partition: int) -> dict[str, int] | None:
+        """Next offset of both input partitions of a task: what a snapshot now corresponds to."""
+        positions = {}
+        for topic in (self._config.topics.predictions, self._config.topics.outcomes):
+            offset = self._offsets.get((topic, partition), self._restored.get((topic, partition)))
+            if offset is None:
+                try:
+                    (tp,) = self._consumer.committed(
+                        [TopicPartition(topic, partition)], timeout=5.0
+                    )
+                except KafkaException:
+                    return None  # unknown now: the previous snapshot stays the newest
+                offset = tp.offset if tp.offset >= 0 else 0
+            positions[topic] = offset
+        return positions
+
+    def _on_snapshot_delivery(self, error: RdKafkaError | None, message: Message) -> None:
+        # A lost snapshot costs no data: the previous one (older offsets) is restored instead.
+        if error is not None:
+            metrics.SNAPSHOTS.labels("failed").inc()
+            self._log.error("snapshot_failed", task=message.key(), code=error.name())
+        else:
+            metrics.SNAPSHOTS.labels("written").inc()
+
+    def _restore(self, partitions: list[TopicPartition]) -> None:
+        """Restore the newest verified snapshot of each task; seek its inputs to match."""
+        assert self._codec is not None
+        group, state = self._config.kafka.group_id, self._config.state
+        keys = {snapshot_key(group, tp.partition) for tp in partitions}
+        try:
+            found = read_latest(
+                self._config.kafka_properties(),
+                self._config.topics.state,
+                keys,
+                state.restore_timeout_s,
+            )
+        except SnapshotError as exc:
+            metrics.SNAPSHOTS.labels("unreadable").inc()
+            self._log.error("state_unreadable", error=str(exc))
+            return
+        for data in found.values():
+            try:
+                snapshot = self._codec.decode(data)
+            except SnapshotError as exc:
+                metrics.SNAPSHOTS.labels("refused").inc()
+                self._log.error("snapshot_refused", error=str(exc))
+                continue
+            self._pipeline.restore(snapshot.task)
+            for tp in partitions:
+                if tp.partition == snapshot.partition and tp.topic in snapshot.offsets:
+                    tp.offset = snapshot.offsets[tp.topic]
+                    self._restored[(tp.topic, tp.partition)] = tp.offset
+            metrics.SNAPSHOTS.labels("restored").inc()
+            self._log.info(
+                "state_restored",
+                task=snapshot.partition,
+                offsets=snapshot.offsets,
+                models=sorted(snapshot.task.monitors),
+            )
 
     # -- keeping both input topics of a task in step ---------------------------------------------
 
@@ -383,6 +487,11 @@ class DriftlineApp:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = sorted({tp.partition for tp in partitions})
+        if self._codec is not None:
+            self._restore(partitions)
+            # Start where the restored state ends (partitions without a snapshot keep their
+            # committed offsets).
+            consumer.assign(partitions)
         self._pipeline.assign(tasks)
         self._health.set_state(assigned=len(self._pipeline.tasks))
         metrics.REBALANCES.labels("assign").inc()
@@ -392,11 +501,12 @@ class DriftlineApp:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = {tp.partition for tp in partitions}
         try:
-            self._commit(partitions=tasks)
+            self._commit(partitions=tasks, force=True)
         except KafkaError as exc:
             self._log.error("commit_on_revoke_failed", error=str(exc))
         self._pipeline.revoke(tasks)
         self._paused = {(t, p) for t, p in self._paused if p not in tasks}
+        self._restored = {k: v for k, v in self._restored.items() if k[1] not in tasks}
         self._health.set_state(assigned=len(self._pipeline.tasks))
         metrics.REBALANCES.labels("revoke").inc()
         metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
@@ -469,6 +579,11 @@ class DriftlineApp:
                     "or set topics.predictions / topics.outcomes"
                 )
             counts[name] = len(topic.partitions)
+        if self._codec is not None and topics.state not in metadata.topics:
+            raise TopologyError(
+                f"state topic {topics.state!r} does not exist; create it compacted "
+                "(driftline create-topics) or unset state.hmac_key to run without snapshots"
+            )
         if len(set(counts.values())) != 1:
             raise TopologyError(
                 f"input topics are not co-partitioned: {counts}; both must have the same number "
@@ -508,11 +623,25 @@ def create_topics(config: Config, partitions: int, wait_s: float = 30.0) -> list
     existing = set(admin.list_topics(timeout=wait_s).topics)
     topics = config.topics
     wanted = [topics.predictions, topics.outcomes, topics.alerts, topics.dead_letters, topics.kpis]
+    # The state topic is added below with its own settings.
     new = [
         NewTopic(name, num_partitions=partitions, replication_factor=-1)
         for name in wanted
         if name not in existing
     ]
+    if topics.state not in existing:
+        # One compacted partition: it holds one snapshot per task, read whole on assignment.
+        new.append(
+            NewTopic(
+                topics.state,
+                num_partitions=1,
+                replication_factor=-1,
+                config={
+                    "cleanup.policy": "compact",
+                    "max.message.bytes": str(config.state.max_snapshot_bytes),
+                },
+            )
+        )
     if not new:
         return []
     futures = admin.create_topics(new, operation_timeout=wait_s)

@@ -62,6 +62,8 @@ class TopicSettings(_Strict):
     alerts: str = "alerts"
     dead_letters: str = "dead-letters"
     kpis: str = "model-kpis"
+    state: str = "driftline-state"
+    """Compacted; task snapshots (only written when state.hmac_key is set)."""
 
 
 class ProcessingSettings(_Strict):
@@ -99,6 +101,28 @@ class HttpSettings(_Strict):
     """/healthz fails when the loop has not completed an iteration for this long."""
 
 
+class StateSettings(_Strict):
+    hmac_key: str | None = None
+    """Signs task snapshots; snapshots are written and restored only when a key is set (here,
+    in DRIFTLINE_STATE__HMAC_KEY, or in hmac_key_file). At least 16 bytes."""
+    hmac_key_file: str | None = None
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    max_snapshot_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    restore_timeout_s: float = Field(default=30.0, gt=0)
+
+    def key(self) -> bytes | None:
+        if self.hmac_key is not None:
+            return self.hmac_key.encode()
+        if self.hmac_key_file is not None:
+            try:
+                return Path(self.hmac_key_file).read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"state.hmac_key_file: cannot read {self.hmac_key_file}: {exc.strerror}"
+                ) from None
+        return None
+
+
 class LoggingSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -110,6 +134,7 @@ class Config(_Strict):
     processing: ProcessingSettings = ProcessingSettings()
     limits: LimitSettings = LimitSettings()
     http: HttpSettings = HttpSettings()
+    state: StateSettings = StateSettings()
     logging: LoggingSettings = LoggingSettings()
     defaults: dict[str, Any] = Field(default_factory=dict)
     """Monitor settings every model inherits (see detectors.settings.MonitorSettings)."""
@@ -158,7 +183,8 @@ class Config(_Strict):
         kafka["properties"] = {
             k: (REDACTED if _is_secret(k) else v) for k, v in kafka["properties"].items()
         }
-        kafka["secret_files"] = {k: v for k, v in kafka["secret_files"].items()}
+        if data["state"]["hmac_key"] is not None:
+            data["state"]["hmac_key"] = REDACTED
         return data
 
 

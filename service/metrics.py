@@ -60,6 +60,16 @@ PAUSED_PARTITIONS = Gauge(
     "driftline_paused_partitions",
     "Input partitions paused because they ran ahead of their task's other topic.",
 )
+SNAPSHOTS = Counter(
+    "driftline_snapshots_total",
+    "Task snapshots by outcome (written, failed, too_large, restored, refused, unreadable).",
+    ["result"],
+)
+SNAPSHOT_BYTES = Histogram(
+    "driftline_snapshot_bytes",
+    "Size of written task snapshots.",
+    buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6),
+)
 READY = Gauge("driftline_ready", "1 while /readyz answers ready.")
 BROKER_REACHABLE = Gauge("driftline_broker_reachable", "1 while the broker answers.")
 

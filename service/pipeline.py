@@ -141,6 +141,15 @@ class Pipeline:
             self._tasks.pop(partition, None)
 
     def restore(self, task: Task) -> None:
+        """Adopt a task restored from a snapshot, under the current config: limits are the
+        current ones, and monitors whose settings changed since the snapshot start afresh."""
+        task.join.max_wait_ms = int(self._config.processing.join_wait_s * 1000)
+        task.join.max_entries = self._config.limits.join_max_entries
+        for model_id in list(task.monitors):
+            if not self._config.is_monitored(model_id):
+                del task.monitors[model_id]
+            elif task.monitors[model_id].settings != self._settings(model_id):
+                task.monitors[model_id] = self._new_monitor(model_id)
         self._tasks[task.partition] = task
 
     def _new_task(self, partition: int) -> Task:

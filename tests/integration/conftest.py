@@ -55,6 +55,7 @@ class Topics:
     dead_letters: str
     kpis: str
     group_id: str
+    state: str
 
     def env(self) -> dict[str, str]:
         return {
@@ -63,14 +64,20 @@ class Topics:
             "DRIFTLINE_TOPICS__ALERTS": self.alerts,
             "DRIFTLINE_TOPICS__DEAD_LETTERS": self.dead_letters,
             "DRIFTLINE_TOPICS__KPIS": self.kpis,
+            "DRIFTLINE_TOPICS__STATE": self.state,
             "DRIFTLINE_GROUP_ID": self.group_id,
         }
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+def create_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, config: dict[str, str] | None = None
+) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
+        [
+            NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+            for name in names
+        ],
         operation_timeout=30,
     )
     for future in futures.values():
@@ -88,9 +95,11 @@ def topics(bootstrap: str, request: pytest.FixtureRequest) -> Topics:
         f"{prefix}.dead-letters",
         f"{prefix}.kpis",
         f"{prefix}.group",
+        f"{prefix}.state",
     )
     create_topics(bootstrap, [result.predictions, result.outcomes], partitions=2)
     create_topics(bootstrap, [result.alerts, result.dead_letters, result.kpis], partitions=1)
+    create_topics(bootstrap, [result.state], partitions=1, config={"cleanup.policy": "compact"})
     return result
 
 
