@@ -31,7 +31,7 @@ quality: $(STAMP)
 
 ## Throughput through a real broker, as a ratio to raw consume-and-decode.
 bench: $(STAMP)
-	deploy/with-broker.sh $(PY) bench/throughput.py
+	deploy/with-broker.sh $(PY) bench/throughput.py --output bench/THROUGHPUT.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check detectors service tests bench

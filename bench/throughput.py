@@ -640,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
         "DRIFTLINE_HTTP__ENABLED": "false",
         "DRIFTLINE_LOG_FORMAT": "json",
     }
+    # Processing settings can be varied from outside, e.g. DRIFTLINE_PROCESSING__MAX_SKEW_S.
+    environ.update({k: v for k, v in os.environ.items() if k.startswith("DRIFTLINE_PROCESSING__")})
     info: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "run": run,

@@ -132,7 +132,9 @@ class DriftlineApp:
         self._running = True
         self._health.set_state(started=True, broker_ok=True)
         self._log.info(
-            "started", topics=topics, group_id=self._config.kafka.group_id,
+            "started",
+            topics=topics,
+            group_id=self._config.kafka.group_id,
             snapshots=self._codec is not None,
         )
         processing = self._config.processing
@@ -439,21 +441,29 @@ class DriftlineApp:
     # -- keeping both input topics of a task in step ---------------------------------------------
 
     def _balance(self) -> None:
+        """Pause the input partition that runs ahead once its side fills the join buffer.
+
+        Pausing costs a fetch round trip on resume, so it happens only when it matters: when the
+        side that is more than ``max_skew_s`` ahead has filled half of ``join_max_entries`` while
+        the other side still has unread messages. It resumes below a quarter (hysteresis).
+        """
         topics = self._config.topics
         max_skew_ms = int(self._config.processing.max_skew_s * 1000)
+        cap = self._config.limits.join_max_entries
         wanted: set[tuple[str, int]] = set()
         for partition, task in self._pipeline.tasks.items():
-            ahead = side_ahead(
-                task.join.prediction_watermark_ms, task.join.outcome_watermark_ms, max_skew_ms
-            )
+            join = task.join
+            ahead = side_ahead(join.prediction_watermark_ms, join.outcome_watermark_ms, max_skew_ms)
             if ahead is None:
                 continue
-            ahead_topic, behind_topic = (
-                (topics.predictions, topics.outcomes)
-                if ahead == "prediction"
-                else (topics.outcomes, topics.predictions)
-            )
-            if self._unread(behind_topic, partition) > 0:
+            if ahead == "prediction":
+                ahead_topic, behind_topic = topics.predictions, topics.outcomes
+                waiting = join.waiting_predictions
+            else:
+                ahead_topic, behind_topic = topics.outcomes, topics.predictions
+                waiting = join.waiting_outcomes
+            threshold = cap // 4 if (ahead_topic, partition) in self._paused else cap // 2
+            if waiting > threshold and self._unread(behind_topic, partition) > 0:
                 wanted.add((ahead_topic, partition))
         pause, resume = wanted - self._paused, self._paused - wanted
         if pause:
@@ -461,7 +471,8 @@ class DriftlineApp:
         if resume:
             self._consumer.resume([TopicPartition(t, p) for t, p in sorted(resume)])
         if pause or resume:
-            self._log.debug("input_balance", paused=sorted(wanted))
+            metrics.PAUSES.inc(len(pause))
+            self._log.info("input_balance", paused=sorted(f"{t}[{p}]" for t, p in wanted))
         self._paused = wanted
         metrics.PAUSED_PARTITIONS.set(len(wanted))
 

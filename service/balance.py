@@ -1,10 +1,10 @@
-"""Keeps the two input topics of a task within ``max_skew`` of event time of each other.
+"""Which input topic of a task runs ahead of the other in event time.
 
 The topics are fetched independently; on a backlog librdkafka happily delivers one of them far
 ahead of the other, and the join would have to buffer everything in between (or evict it at its
-cap). Pausing the side that runs ahead, while the other still has unread messages, keeps both
-buffers small. A side that has nothing left to read never causes a pause, so an idle or empty
-topic cannot stall the other one.
+cap). The service pauses the side that runs ahead once its buffered entries fill half the cap,
+while the other side still has unread messages (``DriftlineApp._balance``). A side that has
+nothing left to read never causes a pause, so an idle or empty topic cannot stall the other one.
 """
 
 from __future__ import annotations

@@ -74,9 +74,10 @@ class ProcessingSettings(_Strict):
     join_wait_s: float = Field(default=3600.0, ge=0)
     """Event time a prediction waits for its outcome (and an outcome for its prediction)."""
     max_skew_s: float = Field(default=60.0, gt=0)
-    """When one input topic of a task is read this far ahead of the other in event time while
-    the other still has unread messages, the one ahead is paused until the other catches up: a
-    backlog then fills neither join buffer."""
+    """When one input topic of a task is this far ahead of the other in event time, its waiting
+    join entries fill half of ``limits.join_max_entries`` and the other topic still has unread
+    messages, the one ahead is paused until its entries are down to a quarter: a backlog then
+    never overflows the join."""
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     replay_batch_size: int = Field(default=1000, ge=1)
 

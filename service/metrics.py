@@ -70,6 +70,10 @@ SNAPSHOT_BYTES = Histogram(
     "Size of written task snapshots.",
     buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6),
 )
+PAUSES = Counter(
+    "driftline_input_pauses_total",
+    "Times an input partition was paused to let the task's other topic catch up.",
+)
 READY = Gauge("driftline_ready", "1 while /readyz answers ready.")
 BROKER_REACHABLE = Gauge("driftline_broker_reachable", "1 while the broker answers.")
 
