@@ -530,6 +530,7 @@ class DriftlineApp:
             del self._offsets[key]
         self._pipeline.revoke(tasks)
         self._paused = {(t, p) for t, p in self._paused if p not in tasks}
+        self._restored = {k: v for k, v in self._restored.items() if k[1] not in tasks}
         self._health.set_state(assigned=len(self._pipeline.tasks))
         metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
         metrics.REBALANCES.labels("lost").inc()
