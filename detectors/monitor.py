@@ -104,6 +104,7 @@ class ModelMonitor:
         self._label_times: deque[int] = deque(maxlen=settings.kpis.size)
         self._states: dict[tuple[str, str, str], AlertState] = {}
         self._firing: set[tuple[str, str, str, str]] = set()
+        self._clean_runs: dict[tuple[str, str], int] = {}
 
     # -- properties --------------------------------------------------------------------------
 
@@ -226,7 +227,18 @@ class ModelMonitor:
                 ),
             )
             score = -math.log10(max(drift.p_value, 1e-300))
+            if state.firing:
+                # A firing drift alert resolves only after `resolve_evaluations` clean evaluations
+                # in a row; until then a clean score is held at the level (inside the hysteresis
+                # band, so it neither resolves nor re-fires).
+                key = (kind, drift.feature)
+                clean = score < level - _DRIFT_RESOLVE_DECADES
+                runs = self._clean_runs[key] = self._clean_runs.get(key, 0) + 1 if clean else 0
+                if clean and runs < settings.resolve_evaluations:
+                    score = level
             for transition in state.update(score, evaluation.n_current):
+                if transition.status == "resolved":
+                    self._clean_runs.pop((kind, drift.feature), None)
                 alerts.append(
                     self._alert(
                         kind,

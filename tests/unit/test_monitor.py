@@ -180,3 +180,29 @@ def test_batch_boundaries_do_not_change_decisions() -> None:
         )
 
     assert small and sorted(map(key, small)) == sorted(map(key, large))
+
+
+def resolve_offset(resolve_evaluations: int) -> tuple[list[str], list[dict[str, Any]]]:
+    drift = {"resolve_evaluations": resolve_evaluations}
+    monitor = ModelMonitor("m", MonitorSettings.model_validate({"data_drift": drift}))
+    feed(monitor, ModelStream("m", seed=12), 6000)
+    shifted = feed(
+        monitor,
+        ModelStream("m", seed=13, change_at=0, numeric_shift={"x0": 0.5}),
+        12_000,
+        offset=6000,
+    )
+    back = feed(monitor, ModelStream("m", seed=14), 6000, offset=18_000)
+    statuses = [a["status"] for a in shifted if a["kind"] == "data_drift"]
+    return statuses, [a for a in back if a["kind"] == "data_drift"]
+
+
+def test_persistent_drift_fires_once_and_resolves_after_clean_evaluations() -> None:
+    """A shift that lasts 12,000 events is one firing alert, not a flapping series; when the
+    feature returns, it resolves only after `resolve_evaluations` clean evaluations in a row."""
+    statuses, back = resolve_offset(4)
+    assert statuses == ["firing"]
+    assert [(a["feature"], a["status"]) for a in back] == [("x0", "resolved")]
+    _, eager = resolve_offset(1)
+    # Three more clean evaluations, 250 events apart, than with resolve_evaluations=1.
+    assert back[0]["source"]["offset"] - eager[0]["source"]["offset"] == 3 * 250
