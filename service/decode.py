@@ -120,18 +120,7 @@ def decode_prediction(value: bytes | None, source: Source, limits: DecodeLimits)
         segment = _check_segment(segment)
     # Fast paths accept the common well-formed values; anything else goes through the helpers,
     # which raise the same errors in the same order as a field-by-field check.
-    event_id = doc.get("event_id")
-    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
-        event_id = _id(doc, "event_id", MAX_ID_LENGTH)
-    model_id = _fast_model_id(doc)
-    model_version = doc.get("model_version")
-    if model_version is not None and (
-        type(model_version) is not str or len(model_version) > MAX_MODEL_ID_LENGTH
-    ):
-        model_version = _optional_string(doc, "model_version")
-    timestamp = doc.get("timestamp")
-    if type(timestamp) is not int or timestamp < 0:
-        timestamp = _timestamp_ms(doc)
+    event_id, model_id, model_version, timestamp = _envelope(doc)
     prediction = doc.get("prediction")
     if type(prediction) not in _LABEL_TYPES:
         prediction = _label(doc, "prediction")
@@ -146,6 +135,21 @@ def decode_prediction(value: bytes | None, source: Source, limits: DecodeLimits)
 
 def decode_outcome(value: bytes | None, source: Source, limits: DecodeLimits) -> Outcome:
     doc = parse_json(value, limits)
+    event_id, model_id, model_version, timestamp = _envelope(doc)
+    label = doc.get("label")
+    if type(label) not in _LABEL_TYPES:
+        label = _label(doc, "label")
+    prediction = doc.get("prediction")
+    if prediction is not None and type(prediction) not in _LABEL_TYPES:
+        prediction = _label(doc, "prediction")
+    score = doc.get("score")
+    if score is not None and (type(score) is not float or not 0.0 <= score <= 1.0):
+        score = _score(score)
+    return Outcome(event_id, model_id, model_version, timestamp, label, prediction, score, source)
+
+
+def _envelope(doc: dict[str, object]) -> tuple[str, str, str | None, int]:
+    """event_id, model_id, model_version and timestamp (ms), common to both event types."""
     event_id = doc.get("event_id")
     if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
         event_id = _id(doc, "event_id", MAX_ID_LENGTH)
@@ -158,16 +162,7 @@ def decode_outcome(value: bytes | None, source: Source, limits: DecodeLimits) ->
     timestamp = doc.get("timestamp")
     if type(timestamp) is not int or timestamp < 0:
         timestamp = _timestamp_ms(doc)
-    label = doc.get("label")
-    if type(label) not in _LABEL_TYPES:
-        label = _label(doc, "label")
-    prediction = doc.get("prediction")
-    if prediction is not None and type(prediction) not in _LABEL_TYPES:
-        prediction = _label(doc, "prediction")
-    score = doc.get("score")
-    if score is not None and (type(score) is not float or not 0.0 <= score <= 1.0):
-        score = _score(score)
-    return Outcome(event_id, model_id, model_version, timestamp, label, prediction, score, source)
+    return event_id, model_id, model_version, timestamp
 
 
 def _fast_model_id(doc: dict[str, object]) -> str:
