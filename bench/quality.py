@@ -448,33 +448,22 @@ def plan(args: argparse.Namespace) -> list[Job]:
         Job(ACCURACY_DROP, StreamSpec(seed=1000 + s, change_at=change, accuracy_after=0.81), n)
         for s in seeds
     ]
-    for row, feature in enumerate(SHIFT_FEATURES):
-        jobs += [
-            Job(
-                shift_scenario(feature),
-                StreamSpec(seed=2000 + 100 * row + s, change_at=change, shift=(feature, 0.5)),
-                n,
-            )
-            for s in seeds
-        ]
-    for row, feature in enumerate(SHARE_FEATURES):
-        jobs += [
-            Job(
-                share_scenario(feature),
-                StreamSpec(seed=3000 + 100 * row + s, change_at=change, share=(feature, 0.30)),
-                n,
-            )
-            for s in seeds
-        ]
-    for row, feature in enumerate(NULL_FEATURES):
-        jobs += [
-            Job(
-                null_scenario(feature),
-                StreamSpec(seed=4000 + 100 * row + s, change_at=change, nulls=(feature, 0.20)),
-                n,
-            )
-            for s in seeds
-        ]
+    # One family of scenarios per kind of change: (seed base, features, scenario, change).
+    families: list[tuple[int, Any, Any, Any]] = [
+        (2000, SHIFT_FEATURES, shift_scenario, lambda f: {"shift": (f, 0.5)}),
+        (3000, SHARE_FEATURES, share_scenario, lambda f: {"share": (f, 0.30)}),
+        (4000, NULL_FEATURES, null_scenario, lambda f: {"nulls": (f, 0.20)}),
+    ]
+    for base, features, scenario, changed in families:
+        for row, feature in enumerate(features):
+            jobs += [
+                Job(
+                    scenario(feature),
+                    StreamSpec(seed=base + 100 * row + s, change_at=change, **changed(feature)),
+                    n,
+                )
+                for s in seeds
+            ]
     return jobs
 
 

@@ -141,16 +141,26 @@ class Pipeline:
             self._tasks.pop(partition, None)
 
     def restore(self, task: Task) -> None:
-        """Adopt a task restored from a snapshot, under the current config: limits are the
-        current ones, and monitors whose settings changed since the snapshot start afresh."""
+        """Adopt a task restored from a snapshot, under the current config."""
+        self._reconcile(task)
+        self._tasks[task.partition] = task
+
+    def _reconcile(self, task: Task) -> list[str]:
+        """Bring a task under the current config: its join takes the current limits, models no
+        longer monitored are dropped, and monitors whose effective settings changed restart.
+        Returns the model ids dropped or restarted; the others keep their detector state."""
         task.join.max_wait_ms = int(self._config.processing.join_wait_s * 1000)
         task.join.max_entries = self._config.limits.join_max_entries
+        reset: list[str] = []
         for model_id in list(task.monitors):
             if not self._config.is_monitored(model_id):
                 del task.monitors[model_id]
+                task.join.drop_model(model_id)
+                reset.append(model_id)
             elif task.monitors[model_id].settings != self._settings(model_id):
                 task.monitors[model_id] = self._new_monitor(model_id)
-        self._tasks[task.partition] = task
+                reset.append(model_id)
+        return reset
 
     def _new_task(self, partition: int) -> Task:
         return Task(
@@ -167,20 +177,10 @@ class Pipeline:
         Returns the model ids whose monitors were reset. Models whose settings are unchanged keep
         their detector state.
         """
-        reset: list[str] = []
         self._config = config
         self._settings_cache.clear()
         self._unstartable.clear()
-        for task in self._tasks.values():
-            for model_id in list(task.monitors):
-                if not config.is_monitored(model_id):
-                    del task.monitors[model_id]
-                    task.join.drop_model(model_id)
-                    reset.append(model_id)
-                elif task.monitors[model_id].settings != self._settings(model_id):
-                    task.monitors[model_id] = self._new_monitor(model_id)
-                    reset.append(model_id)
-        return reset
+        return [model_id for task in self._tasks.values() for model_id in self._reconcile(task)]
 
     def process(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
