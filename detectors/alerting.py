@@ -9,11 +9,10 @@ resolves on its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["AlertRule", "AlertState", "Severity", "SignalAlertState", "Transition"]
+__all__ = ["AlertRule", "AlertState", "Severity", "Transition"]
 
 Severity = Literal["warning", "critical"]
 Status = Literal["firing", "resolved"]
@@ -33,8 +32,8 @@ _ORDER: dict[tuple[Status, Severity], int] = {
 class Transition:
     """A change of an alert's status.
 
-    ``threshold`` is the level that was crossed: the severity's level when firing, the resolve
-    level (the level moved back by the hysteresis) when resolving.
+    ``threshold`` is the severity's level: the one breached when firing, the one the value is
+    back past when resolving.
     """
 
     status: Status
@@ -55,52 +54,61 @@ def _check_count(name: str, value: int, minimum: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class AlertRule:
-    """Levels and timing of a threshold alert on one value (a KPI, a rate, a drift score).
+    """Levels and timing of a threshold alert on an estimate (a KPI, a rate) and its error.
+
+    A severity fires when its level is breached *beyond the estimate's sampling error*: the
+    confidence bound nearest to the level, ``value + z·se`` for ``"below"`` (``value - z·se`` for
+    ``"above"``), lies past the level. It resolves when the opposite bound is back past the
+    level: ``value - z·se >= level`` for ``"below"`` (``value + z·se <= level`` for ``"above"``).
+    The gap between the two conditions is ``2·z·se``, so a KPI that hovers at its level, moved
+    only by sampling noise, neither fires nor resolves on noise; with ``z = 0`` (or ``se = 0``)
+    the rule compares the point value and resolves as soon as it no longer breaches.
 
     Parameters
     ----------
     direction
         ``"below"``: the value breaches a level when it is lower (accuracy, coverage);
-        ``"above"``: when it is higher (null rate, drift score).
+        ``"above"``: when it is higher (null rate, error).
     warning
         Level of the ``warning`` severity, or None for no warning.
     critical
         Level of the ``critical`` severity, or None for no critical. It must be more severe than
         ``warning``: lower for ``"below"``, higher for ``"above"``.
-    hysteresis
-        A firing severity resolves only once the value is back past its level by this much:
-        ``value >= level + hysteresis`` for ``"below"``, ``value <= level - hysteresis`` for
-        ``"above"``. Zero resolves as soon as the value no longer breaches.
+    z
+        Width of the one-sided confidence bound, in standard errors (2.326 for 99 %).
     min_samples
         Updates computed from fewer samples are ignored entirely: they neither fire, resolve, nor
-        count towards ``for_updates`` or ``cooldown``.
+        count towards ``for_updates``, ``resolve_updates`` or ``cooldown``.
     for_updates
         Number of consecutive breaching updates before a severity fires (Prometheus ``for:``).
+    resolve_updates
+        Number of consecutive clearing updates before a firing severity resolves.
     cooldown
         Number of updates after a severity resolved during which it may not fire again. A
-        severity's cooldown does not hold back the other severity, so a value that drops straight
-        to ``critical`` while ``warning`` cools down fires ``critical`` alone.
+        severity's cooldown does not hold back the other severity.
 
     Examples
     --------
-    >>> rule = AlertRule("below", warning=0.9, critical=0.8, hysteresis=0.02)
+    An accuracy of 0.84 measured with a standard error of 0.012 is not established below 0.85;
+    0.80 is. Recovery needs 0.88 - 2.326 × 0.012 >= 0.85 twice in a row.
+
+    >>> rule = AlertRule("below", warning=0.85, z=2.326, resolve_updates=2)
     >>> state = AlertState(rule)
-    >>> for value in (0.95, 0.85, 0.75, 0.81, 0.91, 0.93):
-    ...     for t in state.update(value, n_samples=1000):
+    >>> for value in (0.84, 0.80, 0.86, 0.88, 0.88):
+    ...     for t in state.update(value, n_samples=1000, se=0.012):
     ...         print(value, t.status, t.severity, f"{t.threshold:g}")
-    0.85 firing warning 0.9
-    0.75 firing critical 0.8
-    0.91 resolved critical 0.82
-    0.93 resolved warning 0.92
+    0.8 firing warning 0.85
+    0.88 resolved warning 0.85
 
     """
 
     direction: Literal["below", "above"]
     warning: float | None = None
     critical: float | None = None
-    hysteresis: float = 0.0
+    z: float = 0.0
     min_samples: int = 0
     for_updates: int = 1
+    resolve_updates: int = 1
     cooldown: int = 0
 
     def __post_init__(self) -> None:
@@ -121,28 +129,26 @@ class AlertRule:
                     f"critical: must be above warning for direction 'above', "
                     f"got critical={self.critical} and warning={self.warning}"
                 )
-        if not (math.isfinite(self.hysteresis) and self.hysteresis >= 0):
-            raise ValueError(f"hysteresis: must be finite and >= 0, got {self.hysteresis!r}")
+        if not (math.isfinite(self.z) and self.z >= 0):
+            raise ValueError(f"z: must be finite and >= 0, got {self.z!r}")
         _check_count("min_samples", self.min_samples, 0)
         _check_count("for_updates", self.for_updates, 1)
+        _check_count("resolve_updates", self.resolve_updates, 1)
         _check_count("cooldown", self.cooldown, 0)
 
     def level(self, severity: Severity) -> float | None:
         """The level of a severity, or None when the rule does not define it."""
         return self.warning if severity == "warning" else self.critical
 
-    def breaches(self, value: float, level: float) -> bool:
-        """Whether ``value`` is past ``level`` in the rule's direction."""
-        return value < level if self.direction == "below" else value > level
+    def breaches(self, value: float, level: float, se: float = 0.0) -> bool:
+        """Whether ``value`` is past ``level`` beyond its sampling error."""
+        margin = self.z * se if self.z else 0.0
+        return value + margin < level if self.direction == "below" else value - margin > level
 
-    def resolve_level(self, level: float) -> float:
-        """The level a firing severity must get back to before it resolves."""
-        return level + self.hysteresis if self.direction == "below" else level - self.hysteresis
-
-    def clears(self, value: float, level: float) -> bool:
-        """Whether ``value`` is back past the resolve level of ``level``."""
-        back = self.resolve_level(level)
-        return value >= back if self.direction == "below" else value <= back
+    def clears(self, value: float, level: float, se: float = 0.0) -> bool:
+        """Whether ``value`` is back past ``level`` beyond its sampling error."""
+        margin = self.z * se if self.z else 0.0
+        return value - margin >= level if self.direction == "below" else value + margin <= level
 
 
 class AlertState:
@@ -174,6 +180,7 @@ class AlertState:
         )
         self._firing: set[Severity] = set()
         self._streak: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
+        self._clear_streak: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
         self._cooldown_left: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
 
     @property
@@ -186,7 +193,7 @@ class AlertState:
         """The severities currently firing."""
         return frozenset(self._firing)
 
-    def update(self, value: float | None, n_samples: int) -> list[Transition]:
+    def update(self, value: float | None, n_samples: int, se: float = 0.0) -> list[Transition]:
         """Evaluate one new value; return the transitions it causes, in emission order.
 
         Resolves come before firings and the most severe resolves first; a value that crosses
@@ -199,144 +206,54 @@ class AlertState:
             are ignored, like an update with too few samples.
         n_samples
             How many samples the value was computed from, compared with ``rule.min_samples``.
+        se
+            The value's standard error (NaN or None: the update is ignored).
 
         """
+        if se is not None and se < 0:
+            raise ValueError(f"se: must be >= 0, got {se!r}")
         rule = self._rule
-        if value is None or math.isnan(value) or n_samples < rule.min_samples:
+        if (
+            value is None
+            or math.isnan(value)
+            or se is None
+            or math.isnan(se)
+            or n_samples < rule.min_samples
+        ):
             return []
         out: list[Transition] = []
         for severity, level in self._levels:
-            breach = rule.breaches(value, level)
+            breach = rule.breaches(value, level, se)
             self._streak[severity] = self._streak[severity] + 1 if breach else 0
             blocked = self._cooldown_left[severity] > 0
             if blocked:
                 self._cooldown_left[severity] -= 1
             if severity in self._firing:
-                if rule.clears(value, level):
+                clear = rule.clears(value, level, se)
+                self._clear_streak[severity] = self._clear_streak[severity] + 1 if clear else 0
+                if self._clear_streak[severity] >= rule.resolve_updates:
                     self._firing.discard(severity)
                     self._cooldown_left[severity] = rule.cooldown
-                    out.append(Transition("resolved", severity, value, rule.resolve_level(level)))
+                    out.append(Transition("resolved", severity, value, level))
             elif not blocked and self._streak[severity] >= rule.for_updates:
                 self._firing.add(severity)
+                self._clear_streak[severity] = 0
                 out.append(Transition("firing", severity, value, level))
+        out.sort(key=lambda t: _ORDER[t.status, t.severity])
+        return out
+
+    def close(self) -> list[Transition]:
+        """Resolve every firing severity at once (the model version it judged was superseded)."""
+        out = [
+            Transition("resolved", s, math.nan, level)
+            for s, level in self._levels
+            if s in self._firing
+        ]
+        self._firing.clear()
+        self._streak = dict.fromkeys(SEVERITIES, 0)
+        self._clear_streak = dict.fromkeys(SEVERITIES, 0)
         out.sort(key=lambda t: _ORDER[t.status, t.severity])
         return out
 
     def __repr__(self) -> str:
         return f"AlertState(rule={self._rule!r}, firing={sorted(self._firing)})"
-
-
-class SignalAlertState:
-    """The alert state of a detector that emits signals (events) rather than a level.
-
-    A severity fires at its first signal while not firing, and resolves after ``quiet_updates``
-    consecutive updates without a signal of that severity. Updates are counted one per element
-    of the stream (one labelled event for a concept-drift detector); a batch of ``n`` updates is
-    evaluated at once, in time proportional to the number of signals, not to ``n``.
-
-    Transitions carry no level: a firing has ``value = threshold = 1.0`` (one signal), a resolve
-    has ``value = threshold = quiet_updates`` (that many quiet updates). Put the detector's own
-    evidence into the alert.
-
-    Parameters
-    ----------
-    quiet_updates
-        Updates without a signal after which a firing severity resolves (>= 1).
-    cooldown
-        Updates after a resolve during which the same severity may not fire again.
-
-    Examples
-    --------
-    >>> state = SignalAlertState(quiet_updates=100)
-    >>> for i, t in state.update([(10, "critical"), (50, "critical")], n=300):
-    ...     print(i, t.status, t.severity)
-    10 firing critical
-    150 resolved critical
-
-    """
-
-    def __init__(self, quiet_updates: int, cooldown: int = 0) -> None:
-        _check_count("quiet_updates", quiet_updates, 1)
-        _check_count("cooldown", cooldown, 0)
-        self.quiet_updates = quiet_updates
-        self.cooldown = cooldown
-        self._n_seen = 0
-        self._firing: set[Severity] = set()
-        # Absolute update index of the last signal of each firing severity.
-        self._last_signal: dict[Severity, int] = {}
-        # First absolute update index at which a severity may fire again.
-        self._may_fire_from: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
-
-    @property
-    def firing(self) -> frozenset[Severity]:
-        """The severities currently firing."""
-        return frozenset(self._firing)
-
-    @property
-    def n_seen(self) -> int:
-        """Updates seen so far."""
-        return self._n_seen
-
-    def update(
-        self, signals: Sequence[tuple[int, Severity]], n: int
-    ) -> list[tuple[int, Transition]]:
-        """Advance by a batch of ``n`` updates carrying ``signals``.
-
-        Parameters
-        ----------
-        signals
-            ``(index within the batch, severity)`` pairs, in any order; duplicates are allowed.
-        n
-            Number of updates in the batch.
-
-        Returns
-        -------
-        list
-            ``(index within the batch, transition)`` pairs, ordered by index, then resolves before
-            firings as in :meth:`AlertState.update`.
-
-        """
-        _check_count("n", n, 0)
-        by_severity: dict[Severity, set[int]] = {s: set() for s in SEVERITIES}
-        for index, severity in signals:
-            if severity not in by_severity:
-                raise ValueError(f"signals: unknown severity {severity!r}")
-            if not 0 <= index < n:
-                raise ValueError(f"signals: index {index} outside the batch of n={n}")
-            by_severity[severity].add(int(index))
-        start = self._n_seen
-        out: list[tuple[int, Transition]] = []
-        for severity, indices in by_severity.items():
-            for index in sorted(indices):
-                at = start + index
-                self._resolve_if_quiet(severity, before=at, out=out, start=start)
-                if severity in self._firing:
-                    self._last_signal[severity] = at
-                elif at >= self._may_fire_from[severity]:
-                    self._firing.add(severity)
-                    self._last_signal[severity] = at
-                    out.append((index, Transition("firing", severity, 1.0, 1.0)))
-            self._resolve_if_quiet(severity, before=start + n, out=out, start=start)
-        self._n_seen = start + n
-        out.sort(key=lambda it: (it[0], _ORDER[it[1].status, it[1].severity]))
-        return out
-
-    def _resolve_if_quiet(
-        self, severity: Severity, before: int, out: list[tuple[int, Transition]], start: int
-    ) -> None:
-        """Resolve ``severity`` if its quiet period ends at an update index below ``before``."""
-        if severity not in self._firing:
-            return
-        resolve_at = self._last_signal[severity] + self.quiet_updates
-        if resolve_at < before:
-            self._firing.discard(severity)
-            del self._last_signal[severity]
-            self._may_fire_from[severity] = resolve_at + self.cooldown + 1
-            q = float(self.quiet_updates)
-            out.append((resolve_at - start, Transition("resolved", severity, q, q)))
-
-    def __repr__(self) -> str:
-        return (
-            f"SignalAlertState(quiet_updates={self.quiet_updates}, cooldown={self.cooldown}, "
-            f"firing={sorted(self._firing)})"
-        )

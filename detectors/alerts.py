@@ -79,6 +79,7 @@ def make_alert(
     evidence: dict[str, Any],
     detected_ms: int,
     source: Source,
+    resolution: Literal["recovered", "superseded"] | None = None,
 ) -> dict[str, Any]:
     subject = feature if feature is not None else (metric or "")
     alert: dict[str, Any] = {
@@ -116,4 +117,6 @@ def make_alert(
         detected_at=iso_ms(detected_ms),
         source={"topic": source.topic, "partition": source.partition, "offset": source.offset},
     )
+    if resolution is not None:
+        alert["resolution"] = resolution
     return alert

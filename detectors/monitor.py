@@ -1,42 +1,35 @@
-"""``ModelMonitor``: every signal driftline keeps for one model, composed.
+"""``ModelMonitor``: one model over its versions, with its incidents.
 
-Prediction side (no labels needed): data drift per feature, prediction drift, data quality.
-Label side (predictions joined with outcomes): concept drift on the error stream, rolling KPIs with
-thresholds, label coverage and delay. Each signal feeds its own alert state machines, one per
-(kind, detector, feature or metric); a transition becomes an alert event with its evidence.
+Each ``model_version`` is judged by its own :class:`~detectors.generation.Generation`: the first
+prediction of a version not seen before closes the current generation's firing alerts as
+``resolved`` with ``resolution: "superseded"`` and starts a fresh one, with new references, KPI
+baselines and detectors (``on_new_version: reset``, the default). A new version is never judged
+against the old version's reference. The generation it replaced is kept, retired, so that the
+outcomes of its predictions that arrive late still count for it (its KPIs), without alerting.
+Predictions of a retired version (a rollout that alternates versions) are counted but not judged.
+With ``on_new_version: keep`` a new version only relabels the current generation.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
-import numpy as np
+from detectors.events import Labeled, Prediction
+from detectors.generation import Generation, Task
+from detectors.incidents import IncidentBook
+from detectors.reference import ModelProfile
+from detectors.settings import MonitorSettings
 
-from detectors.alerting import AlertRule, AlertState, SignalAlertState, Transition
-from detectors.alerts import AlertKind, iso_ms, make_alert
-from detectors.columns import FeatureColumns, FeatureKind, column_of, columnarize, infer_kinds
-from detectors.concept import ConceptDriftDetector
-from detectors.data_drift import DataDriftMonitor, DriftEvaluation
-from detectors.events import Labeled, Prediction, Source
-from detectors.kpi import ClassificationKPIs, LabelTracker, RegressionKPIs
-from detectors.labels import label_key, labels_equal
-from detectors.quality import QualityMonitor
-from detectors.reference import ModelProfile, NumericProfile
-from detectors.settings import HIGHER_IS_WORSE, DriftSettings, MonitorSettings, Threshold
+__all__ = ["ModelMonitor"]
 
-Task = Literal["classification", "regression"]
-_EVIDENCE_FEATURES = 10
-# The drift state machines run on -log10(p): hysteresis there is a factor on the p-value.
-_DRIFT_RESOLVE_DECADES = 1.0
-# Exact types a score list may hold to go straight into a float array (None becomes NaN).
-_FLOAT_OR_NONE = frozenset({float, type(None)})
+_E = TypeVar("_E", Prediction, Labeled)
+_RETIRED_VERSIONS = 16  # versions remembered as retired; older ones count as retired too
 
 
 class ModelMonitor:
-    """All monitoring state of one model.
+    """All monitoring state of one model: its current generation and its incident book.
 
     Parameters
     ----------
@@ -50,20 +43,21 @@ class ModelMonitor:
     Examples
     --------
     >>> from detectors.events import Labeled, Source
-    >>> from detectors.settings import MonitorSettings
     >>> import random
     >>> rng = random.Random(7)
     >>> monitor = ModelMonitor("m", MonitorSettings())
-    >>> def labeled(i, accuracy):
+    >>> def labeled(i, accuracy, version="v1"):
     ...     y = rng.random() < 0.5
     ...     pred = y if rng.random() < accuracy else not y
-    ...     return Labeled(str(i), "m", None, int(pred), None, int(y), i, i, Source("o", 0, i))
-    >>> alerts = monitor.observe_labeled([labeled(i, 0.95) for i in range(4000)])
-    >>> alerts
+    ...     return Labeled(str(i), "m", version, int(pred), None, int(y), i, i, Source("o", 0, i))
+    >>> monitor.observe_labeled([labeled(i, 0.95) for i in range(4000)])
     []
-    >>> alerts = monitor.observe_labeled([labeled(i, 0.70) for i in range(4000, 6000)])
-    >>> sorted({(a["kind"], a["severity"], a["status"]) for a in alerts})[:2]
-    [('concept_drift', 'critical', 'firing'), ('kpi_threshold', 'critical', 'firing')]
+    >>> out = monitor.observe_labeled([labeled(i, 0.70) for i in range(4000, 6000)])
+    >>> [(e["kind"], e["status"], e["severity"]) for e in out]  # doctest: +NORMALIZE_WHITESPACE
+    [('incident', 'opened', 'critical'), ('concept_drift', 'firing', 'critical'),
+     ('kpi_threshold', 'firing', 'warning'), ('kpi_threshold', 'firing', 'critical')]
+    >>> len({e["incident_id"] for e in out})
+    1
     """
 
     def __init__(
@@ -72,45 +66,25 @@ class ModelMonitor:
         self.model_id = model_id
         self.settings = settings
         self.profile = profile
-        self._model_version: str | None = None
-        self._task: Task | None = None if settings.task == "auto" else settings.task
-        self._positive = label_key(settings.positive_label)
+        self._current = Generation(model_id, settings, profile)
+        self._retired: Generation | None = None
+        self._retired_versions: deque[str] = deque(maxlen=_RETIRED_VERSIONS)
+        self._book = IncidentBook(model_id)
         self._n_predictions = 0
         self._n_labeled = 0
-        self._failed = False
-        # Prediction side.
-        self._kinds: dict[str, FeatureKind] = {}
-        self._data_drift = _drift_monitor(settings.data_drift, profile)
-        self._prediction_kind: dict[str, FeatureKind] | None = None
-        output_reference = self._output_reference(profile)
-        self._prediction_drift = _drift_monitor(settings.prediction_drift, output_reference)
-        q = settings.data_quality
-        self._quality = (
-            QualityMonitor(
-                window_size=q.window_size,
-                every=q.every,
-                profile=profile if settings.data_drift.reference == "profile" else None,
-            )
-            if q.enabled
-            else None
-        )
-        # Label side, created when the task kind is known.
-        self._concept: ConceptDriftDetector | None = None
-        self._concept_alerts = SignalAlertState(settings.concept_drift.resolve_after)
-        self._kpis: ClassificationKPIs | RegressionKPIs | None = None
-        self._reference_kpis: ClassificationKPIs | RegressionKPIs | None = None
-        self._reference_values: dict[str, float | None] | None = None
-        self._labels = LabelTracker(size=settings.kpis.size)
-        self._label_times: deque[int] = deque(maxlen=settings.kpis.size)
-        self._states: dict[tuple[str, str, str], AlertState] = {}
-        self._firing: set[tuple[str, str, str, str]] = set()
-        self._clean_runs: dict[tuple[str, str], int] = {}
+        self._n_generations = 1
+        self._n_not_judged = 0
 
     # -- properties --------------------------------------------------------------------------
 
     @property
     def task(self) -> Task | None:
-        return self._task
+        return self._current.task
+
+    @property
+    def model_version(self) -> str | None:
+        """The version the current generation judges."""
+        return self._current.model_version
 
     @property
     def n_predictions(self) -> int:
@@ -121,611 +95,115 @@ class ModelMonitor:
         return self._n_labeled
 
     @property
+    def n_generations(self) -> int:
+        """Generations started: 1 plus the new versions that reset the monitor."""
+        return self._n_generations
+
+    @property
+    def n_not_judged(self) -> int:
+        """Predictions and labels of retired versions that no longer feed any generation."""
+        return self._n_not_judged
+
+    @property
     def firing(self) -> frozenset[tuple[str, str, str, str]]:
         """(kind, detector, feature or metric, severity) of every alert now firing."""
-        return frozenset(self._firing)
+        return self._current.firing
 
-    # -- prediction side -----------------------------------------------------------------------
+    @property
+    def open_incident(self) -> str | None:
+        return self._book.open_incident
+
+    @property
+    def generation(self) -> Generation:
+        """The generation judging the current version."""
+        return self._current
+
+    # -- events --------------------------------------------------------------------------------
 
     def observe_predictions(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
-        if not predictions:
-            return []
         self._n_predictions += len(predictions)
-        last_version = predictions[-1].model_version
-        if last_version is not None:
-            self._model_version = last_version
-        rows = [p.features for p in predictions]
-        self._learn_kinds(rows)
-        columns = columnarize(rows, self._kinds)
-        timestamps = np.fromiter((p.timestamp_ms for p in predictions), np.int64, len(predictions))
-        alerts: list[dict[str, Any]] = []
-        if self._data_drift is not None:
-            for evaluation in self._data_drift.update(columns, self._kinds, timestamps):
-                alerts.extend(self._on_drift("data_drift", evaluation, predictions))
-        if self._prediction_drift is not None:
-            pcolumns, pkinds = self._prediction_columns(predictions)
-            if pcolumns is not None:
-                for evaluation in self._prediction_drift.update(pcolumns, pkinds, timestamps):
-                    alerts.extend(self._on_drift("prediction_drift", evaluation, predictions))
-        if self._quality is not None:
-            alerts.extend(self._on_quality(columns, timestamps, predictions))
-        return alerts
-
-    def _learn_kinds(self, rows: Sequence[dict[str, Any]]) -> None:
-        # A feature's kind is fixed by the first batch it appears in; later type changes show up
-        # as type mismatches (data quality), not as a silently re-typed feature.
-        if self.profile is not None and not self._kinds:
-            self._kinds.update(self.profile.kinds())
-        unknown = set().union(*rows).difference(self._kinds)
-        if unknown:
-            inferred = infer_kinds([{k: row[k] for k in unknown if k in row} for row in rows])
-            for name in sorted(inferred):
-                self._kinds[name] = inferred[name]
-
-    def _output_reference(self, profile: ModelProfile | None) -> ModelProfile | None:
-        """The prediction-drift baseline from a training profile: its score, else its
-        prediction column. Without one, prediction drift falls back to the first N events."""
-        if profile is None or self.settings.prediction_drift.reference != "profile":
-            return None
-        if profile.score is not None:
-            self._prediction_kind = {"score": "numeric"}
-            return ModelProfile(features={"score": profile.score}, n_rows=profile.n_rows)
-        if profile.prediction is not None:
-            kind: FeatureKind = (
-                "numeric" if isinstance(profile.prediction, NumericProfile) else "categorical"
-            )
-            self._prediction_kind = {"prediction": kind}
-            return ModelProfile(features={"prediction": profile.prediction}, n_rows=profile.n_rows)
-        return None
-
-    def _prediction_columns(
-        self, predictions: Sequence[Prediction]
-    ) -> tuple[FeatureColumns | None, dict[str, FeatureKind]]:
-        if self._prediction_kind is None:
-            first = predictions[0]
-            if isinstance(first.score, float):
-                self._prediction_kind = {"score": "numeric"}
-            elif (
-                isinstance(first.prediction, int | float)
-                and not isinstance(first.prediction, bool)
-                and not float(first.prediction).is_integer()
-            ):
-                self._prediction_kind = {"prediction": "numeric"}
-            else:
-                self._prediction_kind = {"prediction": "categorical"}
-        kinds = self._prediction_kind
-        # The one column built directly: no row dict per prediction.
-        if "score" in kinds:
-            scores = [p.score for p in predictions]
-            if not _FLOAT_OR_NONE.issuperset(map(type, scores)):
-                scores = [s if isinstance(s, float) else None for s in scores]
-            return column_of("score", scores, "numeric"), kinds
-        return column_of(
-            "prediction", [p.prediction for p in predictions], kinds["prediction"]
-        ), kinds
-
-    def _on_drift(
-        self, kind: AlertKind, evaluation: DriftEvaluation, batch: Sequence[Prediction]
-    ) -> list[dict[str, Any]]:
-        settings = (
-            self.settings.data_drift if kind == "data_drift" else self.settings.prediction_drift
-        )
-        trigger = batch[evaluation.index]
-        ranked = [_feature_evidence(f) for f in evaluation.features[:_EVIDENCE_FEATURES]]
-        alerts = []
-        for drift in evaluation.features:
-            level = -math.log10(max(drift.threshold, 1e-300))
-            state = self._state(
-                kind,
-                drift.test,
-                drift.feature,
-                AlertRule(
-                    direction="above",
-                    warning=level,
-                    hysteresis=_DRIFT_RESOLVE_DECADES,
-                    for_updates=settings.for_evaluations,
-                ),
-            )
-            score = -math.log10(max(drift.p_value, 1e-300))
-            if state.firing:
-                # A firing drift alert resolves only after `resolve_evaluations` clean evaluations
-                # in a row; until then a clean score is held at the level (inside the hysteresis
-                # band, so it neither resolves nor re-fires).
-                key = (kind, drift.feature)
-                clean = score < level - _DRIFT_RESOLVE_DECADES
-                runs = self._clean_runs[key] = self._clean_runs.get(key, 0) + 1 if clean else 0
-                if clean and runs < settings.resolve_evaluations:
-                    score = level
-            for transition in state.update(score, evaluation.n_current):
-                if transition.status == "resolved":
-                    self._clean_runs.pop((kind, drift.feature), None)
-                alerts.append(
-                    self._alert(
-                        kind,
-                        transition,
-                        detector=drift.test,
-                        feature=drift.feature,
-                        value=drift.p_value,
-                        threshold=drift.threshold,
-                        window=(
-                            evaluation.n_current,
-                            evaluation.first_ts_ms,
-                            evaluation.last_ts_ms,
-                        ),
-                        reference={
-                            "type": settings.reference,
-                            "size": evaluation.reference_size,
-                            "summary": drift.reference_summary,
-                        },
-                        evidence={
-                            "test": drift.test,
-                            "statistic": drift.statistic,
-                            "p_value": drift.p_value,
-                            "alpha": settings.alpha,
-                            "correction": settings.correction,
-                            "features_tested": len(evaluation.features),
-                            "current_summary": drift.current_summary,
-                            "ranked_features": ranked,
-                        },
-                        trigger_ms=trigger.timestamp_ms,
-                        source=trigger.source,
-                    )
-                )
-        return alerts
-
-    def _on_quality(
-        self, columns: FeatureColumns, timestamps: np.ndarray, batch: Sequence[Prediction]
-    ) -> list[dict[str, Any]]:
-        assert self._quality is not None
-        q = self.settings.data_quality
-        alerts = []
-        for measure in self._quality.update(columns, self._kinds, timestamps):
-            levels = getattr(q, measure.metric)
-            if levels.warning is None and levels.critical is None:
-                continue
-            base = (measure.reference_value or 0.0) if q.relative else 0.0
-            state = self._state(
-                "data_quality",
-                measure.metric,
-                measure.feature,
-                AlertRule(
-                    direction="above",
-                    warning=None if levels.warning is None else base + levels.warning,
-                    critical=None if levels.critical is None else base + levels.critical,
-                    hysteresis=0.02,
-                    min_samples=q.min_samples,
-                ),
-            )
-            trigger = batch[measure.index]
-            for transition in state.update(measure.value, measure.n):
-                alerts.append(
-                    self._alert(
-                        "data_quality",
-                        transition,
-                        detector=measure.metric,
-                        feature=measure.feature,
-                        value=measure.value,
-                        threshold=transition.threshold,
-                        window=(measure.n, None, trigger.timestamp_ms),
-                        reference={"rate": measure.reference_value, "relative": q.relative},
-                        evidence={
-                            "metric": measure.metric,
-                            "rate": measure.value,
-                            "window_events": measure.n,
-                        },
-                        trigger_ms=trigger.timestamp_ms,
-                        source=trigger.source,
-                    )
-                )
-        return alerts
-
-    # -- label side ------------------------------------------------------------------------------
+        return self._route(predictions, Generation.observe_predictions, late=False)
 
     def observe_labeled(self, labeled: Sequence[Labeled]) -> list[dict[str, Any]]:
-        if not labeled:
-            return []
-        if self._task is None:
-            self._task = _infer_task(labeled[0])
-        if self._kpis is None:
-            self._start_label_side()
-        timestamps = np.fromiter((x.labeled_at_ms for x in labeled), np.int64, len(labeled))
-        delays = timestamps - np.fromiter(
-            (x.predicted_at_ms for x in labeled), np.int64, len(labeled)
-        )
-        self._labels.update_labeled(np.maximum(delays, 0), timestamps)
-        errors = self._errors(labeled)
-        alerts: list[dict[str, Any]] = []
-        if self._concept is not None:
-            alerts.extend(self._on_concept(errors, labeled))
-        alerts.extend(self._on_kpis(labeled, timestamps))
         self._n_labeled += len(labeled)
-        return alerts
+        return self._route(labeled, Generation.observe_labeled, late=True)
 
     def observe_expired(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
         """Predictions whose outcome never came: they lower label coverage."""
-        if predictions:
-            timestamps = np.fromiter(
-                (p.timestamp_ms for p in predictions), np.int64, len(predictions)
-            )
-            self._labels.update_expired(len(predictions), timestamps)
-        return []
-
-    def _start_label_side(self) -> None:
-        s = self.settings
-        binary = self._task == "classification"
-        if s.concept_drift.enabled:
-            self._concept = ConceptDriftDetector(
-                s.concept_drift.detector, dict(s.concept_drift.params), binary_input=binary
-            )
-        duration = (
-            int(s.kpis.duration_s * 1000)
-            if s.kpis.window == "time" and s.kpis.duration_s is not None
-            else None
-        )
-        if binary:
-            self._kpis = ClassificationKPIs(s.kpis.window, s.kpis.size, duration, self._positive)
-            self._reference_kpis = ClassificationKPIs(
-                "count", s.kpis.reference_size, None, self._positive
-            )
-        else:
-            self._kpis = RegressionKPIs(s.kpis.window, s.kpis.size, duration)
-            self._reference_kpis = RegressionKPIs("count", s.kpis.reference_size, None)
-
-    def _errors(self, labeled: Sequence[Labeled]) -> np.ndarray:
-        if self._task == "classification":
-            equal = labels_equal([x.prediction for x in labeled], [x.label for x in labeled])
-            return (~equal).astype(np.float64)
-        diff = _numbers([x.prediction for x in labeled]) - _numbers([x.label for x in labeled])
-        loss: np.ndarray = (
-            np.abs(diff) if self.settings.concept_drift.loss == "absolute" else diff**2
-        )
-        return loss
-
-    def _on_concept(self, errors: np.ndarray, batch: Sequence[Labeled]) -> list[dict[str, Any]]:
-        assert self._concept is not None
-        finite = np.isfinite(errors)
-        signals = self._concept.update(errors[finite])
-        positions = np.flatnonzero(finite)
-        by_index = {int(positions[s.index]): s for s in signals}
-        transitions = self._concept_alerts.update(
-            [(int(positions[s.index]), s.severity) for s in signals], len(batch)
-        )
-        alerts = []
-        name = self.settings.concept_drift.detector
-        for index, transition in transitions:
-            trigger = batch[index]
-            signal = by_index.get(index)
-            evidence: dict[str, Any] = {
-                "detector": name,
-                "params": dict(self.settings.concept_drift.params),
-            }
-            if signal is not None:
-                evidence.update(
-                    error_rate_before=signal.error_before, error_rate_recent=signal.error_recent
-                )
-            else:
-                evidence["quiet_events"] = self.settings.concept_drift.resolve_after
-            alerts.append(
-                self._alert(
-                    "concept_drift",
-                    transition,
-                    detector=name,
-                    metric="error_rate",
-                    value=None if signal is None else signal.error_recent,
-                    threshold=None if signal is None else signal.error_before,
-                    window=(self._n_labeled + index + 1, None, trigger.labeled_at_ms),
-                    reference={"error_rate": None if signal is None else signal.error_before},
-                    evidence=evidence,
-                    trigger_ms=trigger.labeled_at_ms,
-                    source=trigger.source,
-                )
-            )
-        return alerts
-
-    def _on_kpis(self, batch: Sequence[Labeled], timestamps: np.ndarray) -> list[dict[str, Any]]:
-        assert self._kpis is not None and self._reference_kpis is not None
-        every = self.settings.kpis.every
-        if self._task == "regression":
-            y_true: Sequence[object] | np.ndarray = _numbers([x.label for x in batch])
-            y_pred: Sequence[object] | np.ndarray = _numbers([x.prediction for x in batch])
-        else:
-            y_true = [x.label for x in batch]
-            y_pred = [x.prediction for x in batch]
-        scores = self._scores(batch)
-        alerts: list[dict[str, Any]] = []
-        start = 0
-        seen = self._n_labeled
-        reference_size = self.settings.kpis.reference_size
-        while start < len(batch):
-            # Cut the batch at the next cadence point so thresholds see the window as it stood.
-            stop = min(len(batch), start + every - (seen + start) % every)
-            part = slice(start, stop)
-            _update_kpis(self._kpis, y_true[part], y_pred[part], scores[part], timestamps[part])
-            self._label_times.extend(timestamps[part].tolist())
-            if self._reference_values is None:
-                needed = reference_size - (seen + start)
-                if needed > 0:
-                    ref_part = slice(start, min(stop, start + needed))
-                    _update_kpis(
-                        self._reference_kpis,
-                        y_true[ref_part],
-                        y_pred[ref_part],
-                        scores[ref_part],
-                        timestamps[ref_part],
-                    )
-                if seen + stop >= reference_size:
-                    self._reference_values = self._reference_kpis.metrics()
-            if (seen + stop) % every == 0:
-                alerts.extend(self._evaluate_kpis(batch[stop - 1]))
-            start = stop
-        return alerts
-
-    def _evaluate_kpis(self, trigger: Labeled) -> list[dict[str, Any]]:
-        assert self._kpis is not None
-        values = {**self._kpis.metrics(), **self._labels.metrics()}
-        n = int(values.get("n") or 0)
-        alerts = []
-        for threshold in self.settings.kpis.thresholds:
-            if not _applies(threshold.metric, self._task):
-                continue
-            value = values.get(threshold.metric)
-            rule = self._kpi_rule(threshold)
-            if value is None or rule is None:
-                continue
-            state = self._state("kpi_threshold", _rule_name(threshold), threshold.metric, rule)
-            reference = (
-                None
-                if self._reference_values is None
-                else self._reference_values.get(threshold.metric)
-            )
-            for transition in state.update(float(value), n):
-                alerts.append(
-                    self._alert(
-                        "kpi_threshold",
-                        transition,
-                        detector=_rule_name(threshold),
-                        metric=threshold.metric,
-                        value=float(value),
-                        threshold=transition.threshold,
-                        window=(
-                            n,
-                            self._label_times[0] if self._label_times else None,
-                            trigger.labeled_at_ms,
-                        ),
-                        reference={
-                            "value": reference,
-                            "relative": threshold.relative,
-                            "size": self.settings.kpis.reference_size,
-                        },
-                        evidence={
-                            "kpis": _rounded(values),
-                            "min_samples": threshold.min_samples,
-                            "hysteresis": threshold.hysteresis,
-                        },
-                        trigger_ms=trigger.labeled_at_ms,
-                        source=trigger.source,
-                    )
-                )
-        return alerts
-
-    def _kpi_rule(self, threshold: Threshold) -> AlertRule | None:
-        direction: Literal["below", "above"] = (
-            "above" if threshold.metric in HIGHER_IS_WORSE else "below"
-        )
-        warning, critical = threshold.warning, threshold.critical
-        if threshold.relative:
-            if self._reference_values is None:
-                return None
-            reference = self._reference_values.get(threshold.metric)
-            if reference is None:
-                return None
-            sign = 1.0 if direction == "above" else -1.0
-            # Error metrics rise by a fraction of the reference; scores drop by absolute points.
-            scale = abs(reference) if direction == "above" else 1.0
-            warning = None if warning is None else reference + sign * warning * scale
-            critical = None if critical is None else reference + sign * critical * scale
-        return AlertRule(
-            direction=direction,
-            warning=warning,
-            critical=critical,
-            hysteresis=threshold.hysteresis,
-            min_samples=threshold.min_samples,
-            for_updates=threshold.for_updates,
-            cooldown=threshold.cooldown,
-        )
-
-    def _scores(self, batch: Sequence[Labeled]) -> np.ndarray:
-        scores = [x.score for x in batch]
-        if _FLOAT_OR_NONE.issuperset(map(type, scores)):
-            return np.array(scores, dtype=np.float64)  # None becomes NaN
-        positive = str(self._positive)
-        out = np.full(len(batch), np.nan)
-        for i, x in enumerate(batch):
-            score = x.score
-            if isinstance(score, float):
-                out[i] = score
-            elif isinstance(score, dict):
-                value = score.get(positive)
-                if value is not None:
-                    out[i] = value
-        return out
-
-    # -- shared ----------------------------------------------------------------------------------
-
-    def _state(self, kind: str, detector: str, subject: str, rule: AlertRule) -> AlertState:
-        key = (kind, detector, subject)
-        state = self._states.get(key)
-        # A rule's levels can move (a new feature tightens the Bonferroni level); a state that is
-        # firing keeps its rule so that it resolves against the level it fired at.
-        if state is None or (state.rule != rule and not state.firing):
-            state = self._states[key] = AlertState(rule)
-        return state
-
-    def _alert(
-        self,
-        kind: AlertKind,
-        transition: Transition,
-        *,
-        detector: str,
-        feature: str | None = None,
-        metric: str | None = None,
-        value: float | None,
-        threshold: float | None,
-        window: tuple[int, int | None, int | None],
-        reference: dict[str, Any],
-        evidence: dict[str, Any],
-        trigger_ms: int,
-        source: Source,
-    ) -> dict[str, Any]:
-        subject = feature if feature is not None else (metric or "")
-        key = (kind, detector, subject, transition.severity)
-        if transition.status == "firing":
-            self._firing.add(key)
-        else:
-            self._firing.discard(key)
-        return make_alert(
-            model_id=self.model_id,
-            model_version=self._model_version,
-            kind=kind,
-            status=transition.status,
-            severity=transition.severity,
-            detector=detector,
-            feature=feature,
-            metric=metric,
-            value=value,
-            threshold=threshold,
-            window_size=window[0],
-            first_ms=window[1],
-            last_ms=window[2],
-            reference=reference,
-            evidence=evidence,
-            detected_ms=trigger_ms,
-            source=source,
-        )
+        return self._route(predictions, Generation.observe_expired, late=True)
 
     def kpi_snapshot(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        if self._kpis is not None:
-            values.update(self._kpis.metrics())
-        values.update(self._labels.metrics())
-        return {
-            "schema_version": 1,
-            "model_id": self.model_id,
-            "model_version": self._model_version,
-            "task": self._task,
-            "predictions": self._n_predictions,
-            "labeled": self._n_labeled,
-            "window": {
-                "size": int(values.get("n") or 0),
-                "first_event_time": iso_ms(self._label_times[0]) if self._label_times else None,
-                "last_event_time": iso_ms(self._label_times[-1]) if self._label_times else None,
-            },
-            "kpis": _rounded(values),
-            "reference": None
-            if self._reference_values is None
-            else _rounded(self._reference_values),
-            "firing": sorted("/".join(k) for k in self._firing),
-        }
+        snapshot = self._current.kpi_snapshot()
+        snapshot["predictions"] = self._n_predictions
+        snapshot["labeled"] = self._n_labeled
+        return snapshot
 
+    # -- generations ---------------------------------------------------------------------------
 
-def _drift_monitor(
-    settings: DriftSettings, profile: ModelProfile | None
-) -> DataDriftMonitor | None:
-    if not settings.enabled:
-        return None
-    # A profile without this signal's columns cannot be the baseline: learn it from the stream.
-    reference = settings.reference
-    if reference == "profile" and profile is None:
-        reference = "first_n"
-    return DataDriftMonitor(
-        reference=reference,
-        reference_size=settings.reference_size,
-        profile=profile if reference == "profile" else None,
-        window=settings.window,
-        window_size=settings.window_size,
-        window_duration_ms=None
-        if settings.window_duration_s is None
-        else int(settings.window_duration_s * 1000),
-        every=settings.every,
-        alpha=settings.alpha,
-        correction=settings.correction,
-    )
+    def _route(
+        self,
+        events: Sequence[_E],
+        observe: Callable[[Generation, Sequence[_E]], list[dict[str, Any]]],
+        late: bool,
+    ) -> list[dict[str, Any]]:
+        """Feed each run of one version to the generation that judges it.
 
+        ``late``: the events complete predictions made earlier (outcomes, expiries), so those of
+        the version just replaced still count for its retired generation.
+        """
+        alerts: list[dict[str, Any]] = []
+        for version, run in _runs(events, self._current.model_version):
+            current = self._current.model_version
+            if version == current:
+                alerts += observe(self._current, run)
+            elif version in self._retired_versions:
+                if late and self._retired is not None and version == self._retired.model_version:
+                    observe(self._retired, run)  # it no longer alerts: its alerts were closed
+                else:
+                    self._n_not_judged += len(run)
+            elif current is None or self.settings.on_new_version == "keep":
+                self._current.model_version = version
+                alerts += observe(self._current, run)
+            else:
+                alerts += self._supersede(version, run[0])
+                alerts += observe(self._current, run)
+        # Each signal reports in its own order; the incident book reads them in event time.
+        alerts.sort(key=_event_order)
+        return self._book.record(alerts)
 
-def _infer_task(first: Labeled) -> Task:
-    for value in (first.label, first.prediction):
-        if isinstance(value, float) and not value.is_integer():
-            return "regression"
-    return "classification"
+    def _supersede(self, version: str | None, first: Prediction | Labeled) -> list[dict[str, Any]]:
+        old = self._current
+        when = first.timestamp_ms if isinstance(first, Prediction) else first.labeled_at_ms
+        closed = old.close(when, first.source, version)
+        if old.model_version is not None:
+            self._retired_versions.append(old.model_version)
+        self._retired = old
+        self._current = Generation(self.model_id, self.settings, self.profile, version)
+        self._n_generations += 1
+        return closed
 
-
-def _update_kpis(
-    kpis: ClassificationKPIs | RegressionKPIs,
-    y_true: Sequence[object] | np.ndarray,
-    y_pred: Sequence[object] | np.ndarray,
-    scores: np.ndarray,
-    timestamps: np.ndarray,
-) -> None:
-    if isinstance(kpis, RegressionKPIs):
-        kpis.update(np.asarray(y_true), np.asarray(y_pred), timestamps)
-    else:
-        kpis.update(y_true, y_pred, scores, timestamps)
-
-
-def _numbers(values: Sequence[object]) -> np.ndarray:
-    return np.fromiter((_number(v) for v in values), np.float64, len(values))
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    return math.nan
-
-
-_CLASSIFICATION_ONLY = frozenset(
-    {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "positive_rate"}
-)
-_REGRESSION_ONLY = frozenset({"mae", "rmse", "mape", "r2"})
-
-
-def _applies(metric: str, task: Task | None) -> bool:
-    if metric in _CLASSIFICATION_ONLY:
-        return task == "classification"
-    if metric in _REGRESSION_ONLY:
-        return task == "regression"
-    return True
-
-
-def _rule_name(threshold: Threshold) -> str:
-    return "relative_threshold" if threshold.relative else "threshold"
-
-
-def _rounded(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (
-            round(v, 6)
-            if isinstance(v, float) and math.isfinite(v)
-            else (None if isinstance(v, float) else v)
+    def __repr__(self) -> str:
+        return (
+            f"ModelMonitor(model_id={self.model_id!r}, version={self.model_version!r}, "
+            f"generations={self._n_generations}, open_incident={self.open_incident!r})"
         )
-        for k, v in values.items()
-    }
 
 
-def _feature_evidence(drift: Any) -> dict[str, Any]:
-    return {
-        "feature": drift.feature,
-        "kind": drift.kind,
-        "test": drift.test,
-        "score": drift.score,
-        "statistic": drift.statistic,
-        "p_value": drift.p_value,
-        "drifted": drift.drifted,
-        "psi": drift.psi,
-        "js_distance": drift.js_distance,
-        "wasserstein": drift.wasserstein,
-        "unseen_share": drift.unseen_share,
-        "reference": drift.reference_summary,
-        "current": drift.current_summary,
-    }
+def _runs(events: Sequence[_E], current: str | None) -> Iterator[tuple[str | None, list[_E]]]:
+    """Consecutive events of one version; an event without a version belongs to ``current``."""
+    run: list[_E] = []
+    version = current
+    for event in events:
+        v = event.model_version if event.model_version is not None else current
+        if run and v != version:
+            yield version, run
+            run = []
+        version = v
+        run.append(event)
+    if run:
+        yield version, run
+
+
+def _event_order(alert: dict[str, Any]) -> tuple[str, str, int]:
+    source = alert["source"]
+    return (alert["detected_at"], source["topic"], source["offset"])

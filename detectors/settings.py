@@ -35,8 +35,10 @@ class ConceptDriftSettings(_Strict):
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
     loss: Literal["absolute", "squared"] = "absolute"
     """Regression error stream: absolute or squared error."""
-    resolve_after: int = Field(default=2000, ge=1)
-    """Labelled events without a new signal before a firing concept-drift alert resolves."""
+    false_resolve_rate: float = Field(default=1e-6, gt=0, lt=0.5)
+    """A firing concept-drift alert resolves when a CUSUM test establishes that the error rate is
+    back at its rate before the change; while it stays degraded, the average run before a false
+    resolve is at least 1 / false_resolve_rate labelled events (``detectors/recovery.py``)."""
 
 
 class Threshold(_Strict):
@@ -45,7 +47,12 @@ class Threshold(_Strict):
     critical: float | None = None
     relative: bool = False
     """Levels are a change from the reference value (a drop for accuracy-like metrics)."""
-    hysteresis: float = Field(default=0.01, ge=0)
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    """One-sided confidence of the bound that must lie past a level before it fires, and back
+    past it before it resolves (the reference's own sampling error included when relative)."""
+    resolve_evaluations: int = Field(default=3, ge=1)
+    """Consecutive evaluations whose bound is back past the level before a firing alert
+    resolves."""
     min_samples: int = Field(default=200, ge=0)
     for_updates: int = Field(default=1, ge=1)
     cooldown: int = Field(default=0, ge=0)
@@ -98,7 +105,11 @@ class DriftSettings(_Strict):
     for_evaluations: int = Field(default=2, ge=1)
     """Consecutive drifted evaluations before an alert fires."""
     resolve_evaluations: int = Field(default=4, ge=1)
-    """Consecutive evaluations without drift before a firing alert resolves."""
+    """Consecutive evaluations consistent with the reference before a firing alert resolves."""
+    resolve_p_value: float = Field(default=0.05, gt=0, lt=1)
+    """An evaluation is consistent with the reference when the feature's own (uncorrected)
+    p-value is at least this (and above its firing threshold): no evidence of any difference,
+    not merely a lack of strong evidence."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DriftSettings:
@@ -128,6 +139,10 @@ class QualitySettings(_Strict):
     relative: bool = True
     """Levels are added to the reference rate, so a feature that is often null in the reference
     alerts only when it gets worse."""
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    """One-sided confidence of the bound on a window's rate that must lie past a level to fire,
+    and back past it to resolve."""
+    resolve_evaluations: int = Field(default=3, ge=1)
 
 
 class MonitorSettings(_Strict):
@@ -139,3 +154,7 @@ class MonitorSettings(_Strict):
     data_drift: DriftSettings = DriftSettings()
     prediction_drift: DriftSettings = DriftSettings()
     data_quality: QualitySettings = QualitySettings()
+    on_new_version: Literal["reset", "keep"] = "reset"
+    """A new ``model_version`` starts a new generation (fresh references, baselines and detectors;
+    the old version's firing alerts resolve as superseded), or, with ``keep``, goes on being
+    judged against the old version's references."""

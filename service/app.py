@@ -234,6 +234,18 @@ class DriftlineApp:
                 value=orjson.dumps(alert),
                 on_delivery=self._on_delivery,
             )
+            if alert["kind"] == "incident":
+                metrics.INCIDENTS.labels(alert["status"], alert["severity"]).inc()
+                self._log.warning(
+                    "incident",
+                    model_id=alert["model_id"],
+                    incident_id=alert["incident_id"],
+                    status=alert["status"],
+                    severity=alert["severity"],
+                    kinds=alert["kinds"],
+                    resolution=alert.get("resolution"),
+                )
+                continue
             metrics.ALERTS.labels(alert["kind"], alert["severity"], alert["status"]).inc()
             self._log.warning(
                 "alert",
@@ -247,6 +259,7 @@ class DriftlineApp:
                 value=alert["value"],
                 threshold=alert["threshold"],
                 alert_id=alert["alert_id"],
+                incident_id=alert["incident_id"],
             )
         cap = self._config.limits.dead_letter_max_bytes
         for letter in result.dead_letters:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 import yaml
@@ -45,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--config")
     rep.add_argument("--output", help="alerts as JSON lines (default: stdout)")
     rep.add_argument("--dead-letters", help="write dead letters as JSON lines to this file")
+    rep.add_argument(
+        "--summary",
+        action="store_true",
+        help="after the replay, print a per-model summary of incidents and alerts "
+        "(to stdout; to stderr when the alerts go to stdout)",
+    )
+    rep.add_argument(
+        "--change-at",
+        type=_event_time,
+        metavar="TIME",
+        help="event time (RFC 3339 or epoch ms) at which the models are known to have changed; "
+        "the summary then reports the time to detect",
+    )
+    rep.add_argument("--summary-json", metavar="FILE", help="write the summary as JSON to FILE")
     rep.set_defaults(handler=_replay)
 
     prof = sub.add_parser("profile", help="make a baseline profile from training data")
@@ -99,9 +113,39 @@ def _replay(args: argparse.Namespace) -> int:
         letters = (
             stack.enter_context(Path(args.dead_letters).open("wb")) if args.dead_letters else None
         )
-        records, alerts, dead = replay(config, source, sink, load_profile, letters)
+        emitted: list[dict[str, Any]] | None = [] if args.summary or args.summary_json else None
+        records, alerts, dead = replay(config, source, sink, load_profile, letters, emitted=emitted)
     print(f"replayed {records} records: {alerts} alerts, {dead} dead letters", file=sys.stderr)
+    if emitted is not None:
+        _replay_summary(args, emitted)
     return 0
+
+
+def _replay_summary(args: argparse.Namespace, emitted: list[dict[str, Any]]) -> None:
+    from service.summary import render_text, summarize, with_inputs
+
+    summary = summarize(emitted, change_at_ms=args.change_at)
+    with Path(args.input).open("rb") as source:
+        summary = with_inputs(summary, source)
+    if args.summary_json:
+        Path(args.summary_json).write_bytes(
+            orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+            + b"\n"
+        )
+    if args.summary:
+        # stdout carries the alerts when there is no --output; keep it parseable.
+        out = sys.stdout if args.output else sys.stderr
+        out.write(render_text(summary))
+        out.flush()
+
+
+def _event_time(value: str) -> int:
+    from service.summary import parse_time_ms
+
+    try:
+        return parse_time_ms(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _profile(args: argparse.Namespace) -> int:

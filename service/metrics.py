@@ -15,6 +15,9 @@ DEAD_LETTERS = Counter(
     "driftline_dead_letters_total", "Messages sent to the dead-letter topic.", ["reason"]
 )
 ALERTS = Counter("driftline_alerts_total", "Alert events produced.", ["kind", "severity", "status"])
+INCIDENTS = Counter(
+    "driftline_incidents_total", "Incident events produced.", ["status", "severity"]
+)
 BATCH_SIZE = Histogram(
     "driftline_batch_size",
     "Messages per processed batch.",

@@ -8,7 +8,7 @@ input gives byte-identical output.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -50,9 +50,12 @@ def replay(
     sink: IO[bytes],
     profile_loader: ProfileLoader | None = None,
     dead_letters: IO[bytes] | None = None,
+    *,
+    emitted: list[dict[str, Any]] | None = None,
 ) -> tuple[int, int, int]:
     """Run the pipeline over ``source``; write alerts as JSON lines. Returns counts
-    (records, alerts, dead letters)."""
+    (records, alerts, dead letters). Everything written to ``sink`` is also appended to
+    ``emitted`` when given (``--summary``)."""
     pipeline = Pipeline(config, profile_loader=profile_loader)
     pipeline.assign([0])
     batch_size = config.processing.replay_batch_size
@@ -64,6 +67,8 @@ def replay(
         for alert in result.alerts:
             sink.write(orjson.dumps(alert, option=orjson.OPT_SORT_KEYS) + b"\n")
         counts[1] += len(result.alerts)
+        if emitted is not None:
+            emitted.extend(result.alerts)
         for letter in result.dead_letters:
             _write_dead_letter(letter, dead_letters)
         counts[2] += len(result.dead_letters)

@@ -43,6 +43,15 @@ def produce(producer: Producer, run: str) -> None:
 
 
 def describe(alert: dict[str, object]) -> str:
+    if alert["kind"] == "incident":
+        kinds = alert["kinds"]
+        assert isinstance(kinds, list)
+        now = datetime.now(UTC).strftime("%H:%M:%S")
+        return (
+            f"{now}  INCIDENT {str(alert['status']).upper():9} {alert['severity']:8} "
+            f"{alert['model_id']:12} {str(alert['incident_id'])[:8]} {', '.join(kinds)}"
+            + (f" ({alert['resolution']})" if "resolution" in alert else "")
+        )
     subject = alert.get("feature") or alert.get("metric") or ""
     value, threshold = alert.get("value"), alert.get("threshold")
     numbers = ""

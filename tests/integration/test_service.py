@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import io
-import json
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import orjson
 
 from service.config import load_config
 from service.replay import replay
 from service.synthetic import ModelStream, generate
+from tests.schemas import KPI_SCHEMA, validate_output
 
 from .conftest import (
-    ROOT,
     ServiceProcess,
     Topics,
     produce_events,
@@ -25,14 +25,6 @@ from .conftest import (
     wait_processed,
 )
 
-ALERT_SCHEMA = jsonschema.Draft202012Validator(
-    json.loads((ROOT / "schemas" / "alert.v1.json").read_text()),
-    format_checker=jsonschema.FormatChecker(),
-)
-KPI_SCHEMA = jsonschema.Draft202012Validator(
-    json.loads((ROOT / "schemas" / "kpi.v1.json").read_text()),
-    format_checker=jsonschema.FormatChecker(),
-)
 DEGRADED = ModelStream("credit", seed=11, change_at=3000, accuracy_after=0.70)
 HEALTHY = ModelStream("fraud", seed=12)
 
@@ -72,21 +64,66 @@ def test_degraded_model_alerts_healthy_model_does_not(
     messages = read_all(bootstrap, topics.alerts)
     alerts = [orjson.loads(m.value()) for m in messages]
     for message, alert in zip(messages, alerts, strict=True):
-        ALERT_SCHEMA.validate(alert)
+        validate_output(alert)
         assert message.key() == alert["model_id"].encode()
     assert all(a["model_id"] == "credit" for a in alerts), "the healthy model must not alert"
+    alerts = [a for a in alerts if a["kind"] != "incident"]
     kpi = [a for a in alerts if a["kind"] == "kpi_threshold" and a["status"] == "firing"]
     assert {(a["metric"], a["severity"]) for a in kpi} == {
         ("accuracy", "warning"),
         ("accuracy", "critical"),
     }
     for alert in kpi:
-        # Fired at the first evaluation below the level: at most one cadence step past it.
-        assert alert["threshold"] - 0.03 < alert["value"] < alert["threshold"]
+        # Fired at the first evaluation whose confidence bound is below the level: the bound is
+        # at most one cadence step past it, the value further by the sampling error.
+        bound = alert["evidence"]["bound"]
+        assert alert["threshold"] - 0.03 < bound < alert["threshold"]
+        assert alert["value"] < bound
         assert alert["reference"]["value"] > 0.9
         assert alert["source"]["topic"] == topics.outcomes
     # Kafka and replay decide the same: same alerts, same values (ids differ by source offset).
-    assert sorted(map(essentials, alerts)) == sorted(map(essentials, replay_alerts(pairs)))
+    replayed = [a for a in replay_alerts(pairs) if a["kind"] != "incident"]
+    assert sorted(map(essentials, alerts)) == sorted(map(essentials, replayed))
+    assert service.stop() == 0
+
+
+def identity(alert: dict[str, Any]) -> tuple[str, ...]:
+    subject = alert.get("feature") or alert.get("metric") or ""
+    return (alert["kind"], alert["detector"], subject, alert["severity"])
+
+
+def test_a_degradation_is_one_incident_closed_as_superseded_by_a_new_version(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    """credit v1 degrades for good; then v2, healthy and with its own feature distribution,
+    takes over. Subscribers see one incident: opened once, exactly one firing per alert
+    identity, no resolve while v1 is degraded, and every v1 alert closed as superseded at v2's
+    first prediction. v2 is never judged against v1's reference: it raises nothing."""
+    v1 = ModelStream("credit", seed=41, change_at=3000, accuracy_after=0.70)
+    v2 = replace(
+        ModelStream("credit", seed=42, accuracy=0.95, change_at=0, numeric_shift={"x0": 1.0}),
+        model_version="v2",
+    )
+    pairs = [*generate(v1, 7000), *generate(v2, 5000, offset=7000)]
+    produce_events(bootstrap, topics, pairs)
+    service.start()
+    wait_processed(bootstrap, topics)
+    events = [orjson.loads(m.value()) for m in read_all(bootstrap, topics.alerts)]
+    for event in events:
+        validate_output(event)
+    incidents = [e for e in events if e["kind"] == "incident"]
+    alerts = [e for e in events if e["kind"] != "incident"]
+    assert [e["status"] for e in incidents if e["status"] != "escalated"] == ["opened", "closed"]
+    assert incidents[-1]["resolution"] == "superseded"
+    assert {e["incident_id"] for e in events} == {incidents[0]["incident_id"]}
+    fired = Counter(identity(a) for a in alerts if a["status"] == "firing")
+    assert fired and set(fired.values()) == {1}
+    assert {a["model_version"] for a in alerts} == {"v1"}
+    resolved = [a for a in alerts if a["status"] == "resolved"]
+    assert all(a["resolution"] == "superseded" for a in resolved)
+    assert Counter(identity(a) for a in resolved) == fired
+    first_v2 = {a["source"]["offset"] for a in resolved}
+    assert len(first_v2) == 1 and {a["source"]["topic"] for a in resolved} == {topics.predictions}
     assert service.stop() == 0
 
 

@@ -1,0 +1,216 @@
+"""Incidents: the alerts of one model that fire together, opened and closed as one problem.
+
+An incident opens with a model's first firing alert while none of its incidents is open, takes
+in every alert of that model that fires while it is open (an escalation from warning to critical
+is the same incident) and closes when its last firing alert resolves. Every alert carries the
+``incident_id``; incident events (``kind: "incident"``, ``schemas/incident.v1.json``) go out on the
+alerts topic in order with the alerts: ``opened`` right before the alert that opened it,
+``escalated`` right after the first critical alert of a warning incident, ``closed`` right after
+the alert that closed it. Ids are deterministic: the same input gives the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["IncidentBook"]
+
+_FEATURE_LIMIT = 10
+Identity = tuple[str, str, str, str]  # kind, detector, feature or metric, severity
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _identity(alert: dict[str, Any]) -> Identity:
+    subject = alert.get("feature") or alert.get("metric") or ""
+    return (alert["kind"], alert["detector"], subject, alert["severity"])
+
+
+@dataclass
+class _Incident:
+    incident_id: str
+    model_version: str | None
+    opened_at: str
+    severity: str = "warning"
+    # KPIs as the incident's KPI-threshold alerts measured them: deterministic, unlike a
+    # read of the live window, which depends on how the input was batched.
+    kpis_reference: dict[str, Any] | None = None
+    kpis_at_open: dict[str, Any] | None = None
+    kpis_now: dict[str, Any] | None = None
+    alerts: dict[Identity, dict[str, Any]] = field(default_factory=dict)
+    features: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def firing(self) -> int:
+        return sum(a["status"] == "firing" for a in self.alerts.values())
+
+
+class IncidentBook:
+    """The incidents of one model.
+
+    Parameters
+    ----------
+    model_id
+        The model whose alerts are booked.
+
+    Examples
+    --------
+    >>> book = IncidentBook("m")
+    >>> def alert(status, severity, offset):
+    ...     return {"alert_id": f"{offset:032x}", "model_id": "m", "model_version": "v1",
+    ...             "kind": "kpi_threshold", "detector": "relative_threshold",
+    ...             "metric": "accuracy", "status": status, "severity": severity,
+    ...             "detected_at": "2026-01-01T00:00:00.000Z",
+    ...             "source": {"topic": "outcomes", "partition": 0, "offset": offset}}
+    >>> out = book.record([alert("firing", "warning", 1), alert("firing", "critical", 2)])
+    >>> [(e["kind"], e["status"]) for e in out]  # doctest: +NORMALIZE_WHITESPACE
+    [('incident', 'opened'), ('kpi_threshold', 'firing'), ('kpi_threshold', 'firing'),
+     ('incident', 'escalated')]
+    >>> out = book.record([alert("resolved", "critical", 3), alert("resolved", "warning", 4)])
+    >>> [(e["kind"], e["status"]) for e in out]
+    [('kpi_threshold', 'resolved'), ('kpi_threshold', 'resolved'), ('incident', 'closed')]
+    >>> len({e["incident_id"] for e in out})
+    1
+
+    """
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self._open: _Incident | None = None
+        self._n_opened = 0
+
+    @property
+    def open_incident(self) -> str | None:
+        """The id of the open incident, if any."""
+        return None if self._open is None else self._open.incident_id
+
+    @property
+    def n_opened(self) -> int:
+        """Incidents opened so far."""
+        return self._n_opened
+
+    def record(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Give each alert its ``incident_id``; return the alerts with the incident events."""
+        if not alerts:
+            return alerts
+        out: list[dict[str, Any]] = []
+        for alert in alerts:
+            identity = _identity(alert)
+            incident = self._open
+            if alert["status"] == "firing":
+                if incident is None:
+                    incident = self._open = _Incident(
+                        incident_id=_digest("incident", self.model_id, alert["alert_id"]),
+                        model_version=alert.get("model_version"),
+                        opened_at=alert["detected_at"],
+                        severity=alert["severity"],
+                    )
+                    self._n_opened += 1
+                    self._note(incident, identity, alert)
+                    out.append(self._event(incident, "opened", alert))
+                    out.append(alert)
+                    continue
+                escalates = alert["severity"] == "critical" and incident.severity != "critical"
+                self._note(incident, identity, alert)
+                out.append(alert)
+                if escalates:
+                    incident.severity = "critical"
+                    out.append(self._event(incident, "escalated", alert))
+                continue
+            # A resolve: of the open incident's alert, or of one opened before a restart that
+            # lost the book (it still gets an id derived from the model).
+            if incident is None or identity not in incident.alerts:
+                alert["incident_id"] = _digest("incident", self.model_id, "unbooked")
+                out.append(alert)
+                continue
+            self._note(incident, identity, alert)
+            out.append(alert)
+            if incident.firing == 0:
+                out.append(self._event(incident, "closed", alert))
+                self._open = None
+        return out
+
+    def _note(self, incident: _Incident, identity: Identity, alert: dict[str, Any]) -> None:
+        alert["incident_id"] = incident.incident_id
+        incident.alerts[identity] = {
+            "kind": alert["kind"],
+            "detector": alert["detector"],
+            "subject": identity[2],
+            "severity": alert["severity"],
+            "status": alert["status"],
+            "alert_id": alert["alert_id"],
+        }
+        evidence = alert.get("evidence") or {}
+        if alert["kind"] == "kpi_threshold" and isinstance(evidence.get("kpis"), dict):
+            incident.kpis_now = evidence["kpis"]
+            if incident.kpis_at_open is None:
+                incident.kpis_at_open = evidence["kpis"]
+            reference = (alert.get("reference") or {}).get("kpis")
+            if isinstance(reference, dict):
+                incident.kpis_reference = reference
+        if alert["status"] != "firing" or alert["kind"] not in (
+            "data_drift",
+            "prediction_drift",
+            "data_quality",
+        ):
+            return
+        p_value = evidence.get("p_value")
+        score = (
+            -math.log10(max(float(p_value), 1e-300))
+            if isinstance(p_value, float | int)
+            else None
+        )
+        key = (alert["kind"], identity[2])
+        known = incident.features.get(key)
+        if known is None or (score or 0.0) > (known.get("score") or 0.0):
+            incident.features[key] = {
+                "feature": identity[2],
+                "kind": alert["kind"],
+                "detector": alert["detector"],
+                "score": score,
+                "value": alert.get("value"),
+                "threshold": alert.get("threshold"),
+                "current": evidence.get("current_summary"),
+                "reference": (alert.get("reference") or {}).get("summary"),
+            }
+
+    def _event(self, incident: _Incident, status: str, alert: dict[str, Any]) -> dict[str, Any]:
+        features = sorted(
+            incident.features.values(),
+            # Drift features by their -log10 p first, then data-quality findings.
+            key=lambda f: (f["score"] is None, -(f["score"] or 0.0), f["kind"], f["feature"]),
+        )
+        event: dict[str, Any] = {
+            "schema_version": 1,
+            "kind": "incident",
+            "event_id": _digest(incident.incident_id, status, alert["alert_id"]),
+            "incident_id": incident.incident_id,
+            "model_id": self.model_id,
+            "model_version": incident.model_version,
+            "status": status,
+            "severity": incident.severity,
+            "opened_at": incident.opened_at,
+            "closed_at": alert["detected_at"] if status == "closed" else None,
+            "detected_at": alert["detected_at"],
+            "kinds": sorted({identity[0] for identity in incident.alerts}),
+            "alerts": [incident.alerts[i] for i in sorted(incident.alerts)],
+            "firing": incident.firing,
+            "features": features[:_FEATURE_LIMIT],
+            "kpis": {
+                "reference": incident.kpis_reference,
+                "at_open": incident.kpis_at_open,
+                "now": incident.kpis_now,
+            },
+            "source": alert["source"],
+        }
+        if status == "closed":
+            event["resolution"] = alert.get("resolution", "recovered")
+        return event
+
+    def __repr__(self) -> str:
+        return f"IncidentBook(model_id={self.model_id!r}, open={self.open_incident!r})"
