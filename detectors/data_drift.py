@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -93,6 +93,9 @@ class DriftEvaluation:
     counts the events in the current window, ``first_ts_ms``/``last_ts_ms`` are its smallest and
     largest event times and ``reference_size`` counts the reference events. ``features`` are
     ranked by score, most drifted first. ``n_seen`` is the event count of the monitor at ``index``.
+    ``windows`` holds each tested feature's current window as it stood at ``index``: numeric
+    values (NaN = no value) or category codes (-1 = no value), for tests against other samples
+    (a firing alert's drifted state); views, valid until the next ``update``.
     """
 
     index: int
@@ -102,6 +105,7 @@ class DriftEvaluation:
     reference_size: int
     features: tuple[FeatureDrift, ...]
     n_seen: int = 0
+    windows: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def drifted(self) -> tuple[str, ...]:
@@ -627,9 +631,12 @@ class DataDriftMonitor:
             assert self._profile is not None
             reference_size = self._profile.n_rows
         results: list[tuple[str, FeatureKind, str, float, float, dict[str, Any]]] = []
+        windows: dict[str, np.ndarray] = {}
         if numeric_refs.rows.shape[0]:
             window = buffer.numeric[:, rows][numeric_refs.rows]
             results.extend(self._numeric_tests(numeric_refs, window, n_current))
+            for j, i in enumerate(numeric_refs.rows.tolist()):
+                windows[self._numeric_names[i]] = window[j]
         if self._categorical_names:
             codes = buffer.codes[:, rows]
             for i, name in enumerate(self._categorical_names):
@@ -637,6 +644,7 @@ class DataDriftMonitor:
                 if cref is None:
                     continue
                 row = codes[i]
+                windows[name] = row
                 counts = np.bincount(row[row >= 0], minlength=cref.counts.shape[0])
                 if counts.sum() < MIN_VALUES:
                     continue
@@ -668,6 +676,7 @@ class DataDriftMonitor:
             reference_size=reference_size,
             features=tuple(features),
             n_seen=n_seen,
+            windows=windows,
         )
 
     def _sliding_refs(

@@ -28,7 +28,7 @@ from detectors.events import Labeled, Prediction, Source
 from detectors.kpi import ClassificationKPIs, LabelTracker, RegressionKPIs
 from detectors.labels import label_key, labels_equal
 from detectors.quality import QualityMonitor
-from detectors.recovery import ChangePointAlertState, ChangeSignal
+from detectors.recovery import ChangePointAlertState, ChangeSignal, DriftedSample
 from detectors.reference import ModelProfile, NumericProfile
 from detectors.settings import HIGHER_IS_WORSE, DriftSettings, MonitorSettings, Threshold
 
@@ -116,6 +116,8 @@ class Generation:
         self._label_times: deque[int] = deque(maxlen=settings.kpis.size)
         self._states: dict[tuple[str, str, str], AlertState] = {}
         self._firing: set[tuple[str, str, str, str]] = set()
+        # What each firing drift alert's feature looked like, to test a recovery against.
+        self._drifted: dict[tuple[str, str], DriftedSample] = {}
         # The trigger of each firing alert's latest transition, to close it when superseded.
         self._open: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 
@@ -261,12 +263,36 @@ class Generation:
                 ),
             )
             score = -math.log10(max(drift.p_value, 1e-300))
-            clean_level = -math.log10(max(settings.resolve_p_value, drift.threshold))
-            if state.firing and clean_level < score <= level:
-                # Between the two levels: not drifted, not consistent either; the run of
-                # consistent evaluations starts again.
-                score = math.nextafter(level, math.inf)
+            key = (kind, drift.feature)
+            window = evaluation.windows.get(drift.feature)
+            recovery_p: float | None = None
+            if state.firing:
+                drifted = self._drifted.get(key)
+                consistent = drift.p_value >= max(settings.resolve_p_value, drift.threshold)
+                if not consistent:
+                    if drifted is not None and window is not None:
+                        drifted.absorb(window, evaluation.n_seen, evaluation.n_current)
+                    recovered = False
+                elif drifted is None or window is None:
+                    recovered = True
+                else:
+                    recovery_p = drifted.recovery_p_value(
+                        window, evaluation.n_seen, evaluation.n_current
+                    )
+                    recovered = recovery_p < drift.threshold
+                # The state machine resolves on `resolve_evaluations` clear updates in a row:
+                # only a recovered evaluation is clear, anything else restarts the run.
+                score = min(score, level) if recovered else math.nextafter(level, math.inf)
             for transition in state.update(score, evaluation.n_current):
+                if transition.status == "firing" and window is not None:
+                    self._drifted[key] = DriftedSample(
+                        window,
+                        categorical=drift.kind == "categorical",
+                        fresh_from=evaluation.n_seen + evaluation.n_current,
+                        capacity=settings.reference_size,
+                    )
+                else:
+                    self._drifted.pop(key, None)
                 alerts.append(
                     self._alert(
                         kind,
@@ -294,6 +320,8 @@ class Generation:
                             "features_tested": len(evaluation.features),
                             "current_summary": drift.current_summary,
                             "ranked_features": ranked,
+                            "resolve_p_value": settings.resolve_p_value,
+                            "recovery_p_value": recovery_p,
                         },
                         trigger_ms=trigger.timestamp_ms,
                         source=trigger.source,
@@ -696,6 +724,7 @@ class Generation:
             state.close()
         if self._concept_alerts is not None:
             self._concept_alerts.close()
+        self._drifted.clear()
         for key in sorted(self._open, key=lambda k: (k[0], k[1], k[2], k[3] != "critical")):
             fired = self._open[key]
             _kind, detector, _subject, _severity = key

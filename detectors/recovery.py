@@ -1,4 +1,7 @@
-"""Alert state of a change-point detector: fire at a degradation, resolve on established recovery.
+"""Recovery tests: an alert resolves when the change it reports is established to be undone.
+
+Two tests live here. :class:`ChangePointAlertState` serves concept drift (error-rate change
+points); :class:`DriftedSample` serves data and prediction drift (distribution tests).
 
 A concept-drift detector (ADWIN by default) says *when* a model's error rate rose. The alert it
 raises reports a condition — "the error rate is above the rate before the change" — and must
@@ -30,8 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.alerting import _ORDER, SEVERITIES, Severity, Transition, _check_count
+from detectors.stats import chi_square_2samp, ks_2samp
 
-__all__ = ["ChangePointAlertState", "ChangeSignal", "Recovery"]
+__all__ = ["ChangePointAlertState", "ChangeSignal", "DriftedSample", "Recovery"]
 
 _P_CLIP = 1e-6
 
@@ -269,3 +273,137 @@ class ChangePointAlertState:
             f"estimate_size={self.estimate_size}, binary={self.binary}, "
             f"firing={sorted(self._firing)})"
         )
+
+
+class DriftedSample:
+    """What a drifted feature looked like while its drift alert fired: the sample a recovery is
+    tested against.
+
+    A drift alert fires when the current window differs from the reference. It must resolve
+    only when the change is undone: the window is consistent with the reference again *and*
+    the data since then differs from the drifted state, by the same test (KS for numeric
+    features, chi-square for categories) at the same threshold that fired it. A persistent shift
+    then resolves with the probability of a false alarm, and a shift too small to be detected
+    reliably (one that fired on a lucky window) does not resolve just because later windows miss
+    significance.
+
+    The drifted sample starts as the window that fired. The first window made only of later
+    events that still looks drifted (not consistent with the reference) replaces it, since the
+    firing window may mix events from before the change and was picked for being extreme; later
+    such windows are added to it. Windows that look recovered are pooled the same way (a drifted
+    window empties the pool), so a small shift's recovery, invisible to one window, is found once
+    the pool is as large as the sample that found the shift. Both keep at most ``capacity``
+    values (numeric) or counted events (categorical), the newest.
+
+    Parameters
+    ----------
+    window
+        The firing window: numeric values (NaN = none) or category codes (-1 = none).
+    categorical
+        Whether the values are category codes.
+    fresh_from
+        The event count from which a window holds no event of this one.
+    capacity
+        Most values (or counted events) kept on each side.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> drifted = DriftedSample(rng.normal(0.5, 1, 1000), categorical=False, fresh_from=1000)
+    >>> drifted.absorb(rng.normal(0.5, 1, 1000), n_seen=2000, n_current=1000)  # still drifted
+    True
+    >>> drifted.recovery_p_value(rng.normal(0.0, 1, 1000), n_seen=3000, n_current=1000) < 1e-9
+    True
+    >>> drifted.pool_size
+    1000
+
+    """
+
+    def __init__(
+        self, window: np.ndarray, categorical: bool, fresh_from: int, capacity: int = 5000
+    ) -> None:
+        _check_count("capacity", capacity, 1)
+        self.categorical = categorical
+        self.capacity = capacity
+        self._drifted = self._usable(window)
+        self._drifted_from = fresh_from
+        self._replaced = False
+        self._pool: npt.NDArray[np.float64] | None = None
+        self._pool_from = fresh_from
+
+    @property
+    def size(self) -> int:
+        """Values (numeric) or counted events (categorical) in the drifted sample."""
+        return self._count(self._drifted)
+
+    @property
+    def pool_size(self) -> int:
+        """Values (or counted events) in the pool of windows that look recovered."""
+        return 0 if self._pool is None else self._count(self._pool)
+
+    def absorb(self, window: np.ndarray, n_seen: int, n_current: int) -> bool:
+        """Take in a window that still looks drifted (``n_seen`` events seen, ``n_current`` of
+        them in the window) if it holds only events the sample does not have yet, and empty the
+        recovered pool. Returns whether the window was taken."""
+        self._pool = None
+        if n_seen < self._drifted_from:
+            return False
+        usable = self._usable(window)
+        if not self._replaced:
+            self._drifted, self._replaced = usable, True
+        else:
+            self._drifted = self._merge(self._drifted, usable)
+        self._drifted_from = n_seen + n_current
+        return True
+
+    def recovery_p_value(self, window: np.ndarray, n_seen: int, n_current: int) -> float:
+        """Pool a window that looks recovered (when it holds only new events; else it stands in
+        for the pool's newest part) and return the p-value of "the pool comes from the drifted
+        distribution"."""
+        usable = self._usable(window)
+        if self._pool is None:
+            self._pool, self._pool_from = usable, n_seen + n_current
+        elif n_seen >= self._pool_from:
+            self._pool = self._merge(self._pool, usable)
+            self._pool_from = n_seen + n_current
+        return self._p_value(self._drifted, self._pool)
+
+    def _p_value(self, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+        if self.categorical:
+            size = max(a.shape[0], b.shape[0])
+            _, p, _ = chi_square_2samp(_padded(a, size), _padded(b, size))
+            return float(p)
+        _, p = ks_2samp(np.sort(a), b)
+        return float(p)
+
+    def _merge(
+        self, old: npt.NDArray[np.float64], new: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        if not self.categorical:
+            return np.concatenate((old, new))[-self.capacity :]
+        size = max(old.shape[0], new.shape[0])
+        total = _padded(old, size) + _padded(new, size)
+        return total * min(1.0, self.capacity / max(float(total.sum()), 1.0))
+
+    def _count(self, values: npt.NDArray[np.float64]) -> int:
+        return int(round(values.sum())) if self.categorical else int(values.shape[0])
+
+    def _usable(self, window: np.ndarray) -> npt.NDArray[np.float64]:
+        if self.categorical:
+            codes = np.asarray(window, dtype=np.int64)
+            return np.bincount(codes[codes >= 0]).astype(np.float64)
+        values = np.asarray(window, dtype=np.float64)
+        return values[~np.isnan(values)].copy()
+
+    def __repr__(self) -> str:
+        return (
+            f"DriftedSample(categorical={self.categorical}, size={self.size}, "
+            f"pool_size={self.pool_size}, capacity={self.capacity})"
+        )
+
+
+def _padded(counts: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.float64]:
+    out = np.zeros(size)
+    out[: counts.shape[0]] = counts
+    return out
