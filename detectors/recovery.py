@@ -387,7 +387,7 @@ class DriftedSample:
         return total * min(1.0, self.capacity / max(float(total.sum()), 1.0))
 
     def _count(self, values: npt.NDArray[np.float64]) -> int:
-        return int(round(values.sum())) if self.categorical else int(values.shape[0])
+        return round(float(values.sum())) if self.categorical else int(values.shape[0])
 
     def _usable(self, window: np.ndarray) -> npt.NDArray[np.float64]:
         if self.categorical:
