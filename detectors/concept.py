@@ -105,8 +105,8 @@ class ConceptDriftDetector:
     for a regressor), in batches. A river *warning* becomes a ``"warning"`` signal, a river
     *drift* a ``"critical"`` one. After a drift the river detector starts afresh on the next
     event, as river does. A warning is signalled on every event during which the detector is in
-    its warning zone, so :class:`~detectors.alerting.SignalAlertState` resolves it only after
-    the zone has been left for a while.
+    its warning zone; :class:`~detectors.recovery.ChangePointAlertState` fires at the first and
+    resolves only when the error rate is established back at its rate before the signal.
 
     Each signal carries the error rate before and after the change it saw: the mean of the last
     ``min(k, n // 2)`` events against the mean of the rest of the ``n`` events since the last

@@ -115,7 +115,10 @@ def _replay(args: argparse.Namespace) -> int:
         )
         emitted: list[dict[str, Any]] | None = [] if args.summary or args.summary_json else None
         records, alerts, dead = replay(config, source, sink, load_profile, letters, emitted=emitted)
-    print(f"replayed {records} records: {alerts} alerts, {dead} dead letters", file=sys.stderr)
+    print(
+        f"replayed {records} records: {alerts} alerts and incident events, {dead} dead letters",
+        file=sys.stderr,
+    )
     if emitted is not None:
         _replay_summary(args, emitted)
     return 0

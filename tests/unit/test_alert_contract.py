@@ -7,6 +7,7 @@ version's alerts as superseded and is judged against a reference of its own.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from detectors.monitor import ModelMonitor
 from detectors.settings import MonitorSettings
 from service.synthetic import ModelStream
-from tests.schemas import validate_output
+from tests.schemas import SCHEMAS, validate_output
 from tests.unit.test_monitor import events, feed
 
 
@@ -176,3 +177,15 @@ def test_on_new_version_keep_judges_the_new_version_against_the_old_reference() 
     assert monitor.n_generations == 1 and monitor.model_version == "v2"
     # x0 of v2 is shifted against v1's reference: with `keep` that is data drift.
     assert any(a["kind"] == "data_drift" and a.get("feature") == "x0" for a in alerts)
+
+
+def test_the_schema_examples_of_alerts_and_incidents_validate() -> None:
+    examples = sorted(SCHEMAS.joinpath("examples").glob("alert-*.json")) + sorted(
+        SCHEMAS.joinpath("examples").glob("incident-*.json")
+    )
+    kinds = set()
+    for path in examples:
+        event = json.loads(path.read_text())
+        validate_output(event)
+        kinds.add((event["kind"] == "incident", event["status"]))
+    assert {(False, "firing"), (False, "resolved"), (True, "opened"), (True, "closed")} <= kinds
