@@ -189,3 +189,108 @@ def test_the_schema_examples_of_alerts_and_incidents_validate() -> None:
         validate_output(event)
         kinds.add((event["kind"] == "incident", event["status"]))
     assert {(False, "firing"), (False, "resolved"), (True, "opened"), (True, "closed")} <= kinds
+
+
+# --- every setting of the contract does something -------------------------------------------
+
+
+def label_flip_run(settings_: dict[str, Any], seed: int = 51) -> list[dict[str, Any]]:
+    """Labels only: 15 % of them flip between events 6,000 and 14,000, then the model is right
+    again until 22,000."""
+    _, labeled = events(ModelStream("m", seed=seed), 22_000)
+    flip = np.random.default_rng(seed).random(22_000) < 0.15
+    labeled = [
+        replace(x, label=1 - int(x.label)) if 6000 <= i < 14_000 and flip[i] else x
+        for i, x in enumerate(labeled)
+    ]
+    monitor = ModelMonitor("m", MonitorSettings.model_validate(settings_))
+    out: list[dict[str, Any]] = []
+    for start in range(0, 22_000, 1000):
+        out += monitor.observe_labeled(labeled[start : start + 1000])
+    return alerts_only(out)
+
+
+def offset_of(out: list[dict[str, Any]], kind: str, status: str, severity: str) -> int | None:
+    return next(
+        (
+            a["source"]["offset"]
+            for a in out
+            if a["kind"] == kind and a["status"] == status and a["severity"] == severity
+        ),
+        None,
+    )
+
+
+def test_false_resolve_rate_sets_how_much_evidence_a_concept_drift_resolve_needs() -> None:
+    strict = label_flip_run({})
+    loose = label_flip_run({"concept_drift": {"false_resolve_rate": 1e-2}})
+    strict_at = offset_of(strict, "concept_drift", "resolved", "critical")
+    loose_at = offset_of(loose, "concept_drift", "resolved", "critical")
+    assert strict_at is not None and loose_at is not None
+    assert 14_000 <= loose_at < strict_at
+
+
+def kpi_settings(**threshold: Any) -> dict[str, Any]:
+    base = {"metric": "accuracy", "relative": True, "warning": 0.05, "critical": 0.10}
+    return {"kpis": {"thresholds": [{**base, **threshold}]}}
+
+
+def test_kpi_confidence_sets_how_established_a_drop_must_be_to_fire() -> None:
+    sure = offset_of(label_flip_run(kpi_settings()), "kpi_threshold", "firing", "warning")
+    eager = offset_of(
+        label_flip_run(kpi_settings(confidence=0.6)), "kpi_threshold", "firing", "warning"
+    )
+    assert sure is not None and eager is not None
+    assert 6000 <= eager < sure
+
+
+def test_kpi_resolve_evaluations_sets_how_long_a_recovery_must_hold() -> None:
+    once = offset_of(
+        label_flip_run(kpi_settings(resolve_evaluations=1)), "kpi_threshold", "resolved", "warning"
+    )
+    ten = offset_of(
+        label_flip_run(kpi_settings(resolve_evaluations=10)), "kpi_threshold", "resolved", "warning"
+    )
+    assert once is not None and ten is not None
+    # Evaluations are 50 labels apart.
+    assert ten - once >= 9 * 50
+
+
+def prediction_run(settings_: dict[str, Any], **change: Any) -> list[dict[str, Any]]:
+    """Predictions only: a change between events 6,000 and 12,000, then 8,000 events as
+    before."""
+    monitor = ModelMonitor("m", MonitorSettings.model_validate(settings_))
+    healthy, _ = events(ModelStream("m", seed=61), 20_000)
+    changed, _ = events(ModelStream("m", seed=62, change_at=0, **change), 6000, 6000)
+    stream = healthy[:6000] + changed + healthy[12_000:]
+    out: list[dict[str, Any]] = []
+    for start in range(0, 20_000, 1000):
+        out += monitor.observe_predictions(stream[start : start + 1000])
+    return alerts_only(out)
+
+
+def test_resolve_p_value_sets_when_a_drift_window_counts_as_recovered() -> None:
+    shift = {"numeric_shift": {"x0": 1.0}}
+    default = prediction_run({}, **shift)
+    assert offset_of(default, "data_drift", "firing", "warning") is not None
+    resolved = offset_of(default, "data_drift", "resolved", "warning")
+    assert resolved is not None and 12_000 <= resolved < 17_000
+    # Asking for p >= 0.9999 in 4 evaluations in a row: a recovered window practically never is.
+    demanding = prediction_run({"data_drift": {"resolve_p_value": 0.9999}}, **shift)
+    assert offset_of(demanding, "data_drift", "firing", "warning") is not None
+    assert offset_of(demanding, "data_drift", "resolved", "warning") is None
+
+
+def test_quality_confidence_and_resolve_evaluations_do_what_they_say() -> None:
+    nulls = {"null_rate": {"c1": 0.12}}
+    default = prediction_run({}, **nulls)
+    eager = prediction_run({"data_quality": {"confidence": 0.6}}, **nulls)
+    fired = offset_of(default, "data_quality", "firing", "warning")
+    fired_eager = offset_of(eager, "data_quality", "firing", "warning")
+    assert fired is not None and fired_eager is not None and 6000 <= fired_eager < fired
+    slow = prediction_run({"data_quality": {"resolve_evaluations": 10}}, **nulls)
+    resolved = offset_of(default, "data_quality", "resolved", "warning")
+    resolved_slow = offset_of(slow, "data_quality", "resolved", "warning")
+    assert resolved is not None and resolved_slow is not None
+    # Quality is evaluated every 100 events.
+    assert resolved_slow - resolved >= 7 * 100
