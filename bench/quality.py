@@ -23,9 +23,10 @@ The scenarios and their floors (what the defaults must meet):
 * these persistent changes also: no alert identity (kind/detector/subject/severity) fires more
   than once in a run (a *flap*), and no expected alert resolves as recovered while the change
   still holds (a *premature resolve*);
-* recovery, accuracy 0.90 -> 0.81 at 10,000 and back to 0.90 at 25,000: detected before the
-  recovery, every alert that fired resolves as recovered within 5,000 predictions after the
-  recovery and none before it, no flap, exactly one incident per run;
+* recovery, a change at 10,000 that stops at 25,000 (accuracy 0.90 -> 0.81 -> 0.90; a 0.5 sd
+  mean shift of a normal feature; a null rate 0 -> 20% -> 0 in a categorical one): detected
+  before the recovery, every alert that fired resolves as recovered within 5,000 predictions
+  after the recovery and none before it, no flap, exactly one incident per run;
 * version change, v1 degrading at 10,000 and replaced at 16,000 by a healthy v2 with another score
   distribution: the v1 degradation detected before the switch, no firing alert of v2, and every
   v1 alert firing at the switch closed (resolved, resolution superseded) within 5,000
@@ -506,7 +507,7 @@ def is_expected(scenario: Scenario, alert: AlertRecord) -> bool:
 
 
 LABEL_KINDS = frozenset({"concept_drift", "kpi_threshold"})
-DEGRADED_FOR = 15_000  # recovery runs: events at accuracy 0.81 before it is back at 0.90
+DEGRADED_FOR = 15_000  # recovery runs: events under the change before it stops
 RECOVERY_TAIL = 10_000  # recovery runs: events after the recovery
 SWITCH_AFTER = 6_000  # version runs: events from v1's degradation to v2 taking over
 VERSION_TAIL = 14_000  # version runs: events of v2
@@ -528,6 +529,22 @@ RECOVERY = Scenario(
     LABEL_KINDS,
     family="recovery",
 )
+
+
+def recovery_scenario(key: str, title: str, change: Scenario) -> Scenario:
+    """A recovery row for the change of ``change`` (same expected alerts); detected before the
+    recovery."""
+    return Scenario(
+        f"recovery:{key}",
+        title,
+        DEGRADED_FOR,
+        change.expected_kinds,
+        subject=change.subject,
+        detector=change.detector,
+        family="recovery",
+    )
+
+
 VERSION_CHANGE = Scenario(
     "version",
     "v1 accuracy 0.90 → 0.81, then healthy v2",
@@ -574,6 +591,27 @@ def null_scenario(feature: str) -> Scenario:
 SHIFT_FEATURES = ("n01_normal", "n05_lognormal")
 SHARE_FEATURES = ("c1_4cat", "c4_8cat")
 NULL_FEATURES = ("n09_exponential", "c2_5cat")
+# Feature recovery rows: (seed base, scenario, change); the change stops at the recovery.
+FEATURE_RECOVERIES: tuple[tuple[int, Scenario, dict[str, Any]], ...] = (
+    (
+        8000,
+        recovery_scenario(
+            "shift:n01_normal",
+            "0.5 sd mean shift, normal, recovers",
+            shift_scenario("n01_normal"),
+        ),
+        {"shift": ("n01_normal", 0.5)},
+    ),
+    (
+        8100,
+        recovery_scenario(
+            "nulls:c2_5cat",
+            "Null rate 0 → 20%, categorical, recovers",
+            null_scenario("c2_5cat"),
+        ),
+        {"nulls": ("c2_5cat", 0.20)},
+    ),
+)
 
 
 def plan(args: argparse.Namespace) -> list[Job]:
@@ -622,6 +660,15 @@ def plan(args: argparse.Namespace) -> list[Job]:
         )
         for s in seeds
     ]
+    for base, scenario, changed in FEATURE_RECOVERIES:
+        jobs += [
+            Job(
+                scenario,
+                StreamSpec(seed=base + s, change_at=change, recover_at=recover, **changed),
+                recover + RECOVERY_TAIL,
+            )
+            for s in seeds
+        ]
     switch = change + SWITCH_AFTER
     jobs += [
         Job(
@@ -945,16 +992,39 @@ def total_flaps(rows: list[Row]) -> str:
     )
 
 
+def change_text(spec: StreamSpec) -> str:
+    """The change of a recovery run and its end, in words."""
+    assert spec.change_at is not None and spec.recover_at is not None
+    at, back = f"{spec.change_at:,}", f"{spec.recover_at:,}"
+    if spec.shift is not None:
+        name, sd = spec.shift
+        return (
+            f"`{name}` mean shifted by {sd:g} × its standard deviation from event {at}, "
+            f"unshifted again from {back}"
+        )
+    if spec.nulls is not None:
+        name, rate = spec.nulls
+        return f"`{name}` null rate 0 → {rate:.0%} at event {at}, back to 0 at {back}"
+    if spec.share is not None:
+        name, share = spec.share
+        return (
+            f"`{name}` share of its 0.15 category → {share:.2f} at event {at}, back to 0.15 at "
+            f"{back}"
+        )
+    return (
+        f"Accuracy {spec.accuracy:.2f} → {spec.accuracy_after} at event {at}, back to "
+        f"{spec.accuracy:.2f} at {back}"
+    )
+
+
 def render_recovery(rows: list[Row]) -> list[str]:
     lines = ["", "## Recovery and version change", ""]
     for row in rows:
         if row.family != "recovery" or not row.runs:
             continue
         spec = row.runs[0].result.job.spec
-        assert spec.change_at is not None and spec.recover_at is not None
         lines += [
-            f"**{row.scenario.title}.** Accuracy {spec.accuracy:.2f} → {spec.accuracy_after} "
-            f"at event {spec.change_at:,}, back to {spec.accuracy:.2f} at {spec.recover_at:,}; "
+            f"**{row.scenario.title}.** {change_text(spec)}; "
             f"runs of {row.runs[0].result.job.n:,} events. Per identity: predictions from the "
             "recovery (inclusive) to the event time of its last resolved alert (resolution), "
             "with its number of firings when more than one. Floor: each within "
@@ -1180,14 +1250,16 @@ def render(rows: list[Row], args: argparse.Namespace, elapsed: float) -> str:
         "category at 0.15 moves to 0.30 and the others shrink proportionally; nulls replace "
         "20% of the feature's values; accuracy drops to 0.81 with the prediction and score "
         "distributions unchanged (only the labels move).",
-        f"- Recovery: accuracy 0.81 for {DEGRADED_FOR:,} events, then {ACCURACY:.2f} again for "
+        f"- Recovery: the change (accuracy 0.81; a mean shift; nulls) holds for "
+        f"{DEGRADED_FOR:,} events, then the stream is as before the change for "
         f"{RECOVERY_TAIL:,}. Version change: v1's accuracy drops to 0.81 and {SWITCH_AFTER:,} "
         f"events later every prediction is `model_version` {V2.version} (accuracy "
         f"{V2.accuracy:.2f}, positive rate {V2.positive_rate:.2f}, confidence 0.5 + 0.5·Beta"
         f"({V2.confidence_beta:g}, 1)) for {VERSION_TAIL:,} events; the outcomes of v1's last "
         "5 predictions arrive after the switch.",
         "- Seeds: stationary 0-4, low-accuracy stationary 5000-5004, accuracy drop 1000+, "
-        "shifts 2000+, shares 3000+, nulls 4000+, recovery 6000+, version change 7000+.",
+        "shifts 2000+, shares 3000+, nulls 4000+, recovery 6000+ (accuracy), 8000+ (mean "
+        "shift), 8100+ (nulls), version change 7000+.",
         "",
         "## Defaults used (`MonitorSettings()`)",
         "",
