@@ -120,17 +120,33 @@ class ModelMonitor:
 
     # -- events --------------------------------------------------------------------------------
 
-    def observe_predictions(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+    def observe(
+        self,
+        predictions: Sequence[Prediction] = (),
+        labeled: Sequence[Labeled] = (),
+        expired: Sequence[Prediction] = (),
+    ) -> list[dict[str, Any]]:
+        """One batch of the model's events: its alerts and incident events, in event time.
+
+        The alerts of all three kinds of event are booked together, so an incident is opened
+        by the earliest of them whichever side it came from.
+        """
         self._n_predictions += len(predictions)
-        return self._route(predictions, Generation.observe_predictions, late=False)
+        self._n_labeled += len(labeled)
+        alerts = self._route(predictions, Generation.observe_predictions, late=False)
+        alerts += self._route(labeled, Generation.observe_labeled, late=True)
+        alerts += self._route(expired, Generation.observe_expired, late=True)
+        return self._book_in_order(alerts)
+
+    def observe_predictions(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+        return self.observe(predictions=predictions)
 
     def observe_labeled(self, labeled: Sequence[Labeled]) -> list[dict[str, Any]]:
-        self._n_labeled += len(labeled)
-        return self._route(labeled, Generation.observe_labeled, late=True)
+        return self.observe(labeled=labeled)
 
     def observe_expired(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
         """Predictions whose outcome never came: they lower label coverage."""
-        return self._route(predictions, Generation.observe_expired, late=True)
+        return self.observe(expired=predictions)
 
     def kpi_snapshot(self) -> dict[str, Any]:
         snapshot = self._current.kpi_snapshot()
@@ -167,7 +183,12 @@ class ModelMonitor:
             else:
                 alerts += self._supersede(version, run[0])
                 alerts += observe(self._current, run)
+        return alerts
+
+    def _book_in_order(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # Each signal reports in its own order; the incident book reads them in event time.
+        if not alerts:
+            return alerts
         alerts.sort(key=_event_order)
         return self._book.record(alerts)
 

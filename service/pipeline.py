@@ -307,11 +307,7 @@ class Pipeline:
         pairs = batch.labeled.get(key, [])
         aged = batch.expired.get(key, [])
         try:
-            alerts = monitor.observe_predictions(preds) if preds else []
-            if pairs:
-                alerts += monitor.observe_labeled(pairs)
-            if aged:
-                alerts += monitor.observe_expired(aged)
+            alerts = monitor.observe(preds, pairs, aged)
         except Exception as exc:
             # One model's failure must not stop the others. Its monitor restarts from empty
             # state and the events of this batch are dead-lettered, so they can be replayed.
