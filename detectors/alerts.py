@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,6 +26,16 @@ def iso_ms(timestamp_ms: int | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{timestamp_ms % 1000:03d}Z"
+
+
+AlertIdentity = tuple[str, str, str, str]
+"""(kind, detector, feature or metric, severity): what alternates firing, resolved per model."""
+
+
+def alert_identity(alert: Mapping[str, Any]) -> AlertIdentity:
+    """The identity of an alert event."""
+    subject = alert.get("feature") or alert.get("metric") or ""
+    return (alert["kind"], alert["detector"], subject, alert["severity"])
 
 
 def alert_id(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -87,7 +88,6 @@ class Generation:
         self._positive = label_key(settings.positive_label)
         self._n_predictions = 0
         self._n_labeled = 0
-        self._failed = False
         # Prediction side.
         self._kinds: dict[str, FeatureKind] = {}
         self._data_drift = _drift_monitor(settings.data_drift, profile)
@@ -115,10 +115,10 @@ class Generation:
         self._labels = LabelTracker(size=settings.kpis.size)
         self._label_times: deque[int] = deque(maxlen=settings.kpis.size)
         self._states: dict[tuple[str, str, str], AlertState] = {}
-        self._firing: set[tuple[str, str, str, str]] = set()
         # What each firing drift alert's feature looked like, to test a recovery against.
         self._drifted: dict[tuple[str, str], DriftedSample] = {}
-        # The trigger of each firing alert's latest transition, to close it when superseded.
+        # Every firing alert by (kind, detector, feature or metric, severity): what is firing,
+        # and what to close when the version is superseded.
         self._open: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 
     # -- properties --------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class Generation:
     @property
     def firing(self) -> frozenset[tuple[str, str, str, str]]:
         """(kind, detector, feature or metric, severity) of every alert now firing."""
-        return frozenset(self._firing)
+        return frozenset(self._open)
 
     @property
     def model_version(self) -> str | None:
@@ -147,19 +147,6 @@ class Generation:
     @model_version.setter
     def model_version(self, version: str | None) -> None:
         self._model_version = version
-
-    @property
-    def reference_kpis(self) -> dict[str, float | None] | None:
-        """The KPIs of the labelled reference, once it is complete."""
-        return None if self._reference_values is None else dict(self._reference_values)
-
-    def current_kpis(self) -> dict[str, float | None]:
-        """The rolling KPIs and label metrics now."""
-        values: dict[str, float | None] = {}
-        if self._kpis is not None:
-            values.update(self._kpis.metrics())
-        values.update(self._labels.metrics())
-        return values
 
     # -- prediction side -----------------------------------------------------------------------
 
@@ -247,9 +234,10 @@ class Generation:
         ranked = [_feature_evidence(f) for f in evaluation.features[:_EVIDENCE_FEATURES]]
         alerts = []
         for drift in evaluation.features:
-            # The state machine runs on -log10(p). It fires at the corrected threshold and
-            # resolves only once the feature's own p-value is back above `resolve_p_value`: a
-            # window that looks like the reference, not one that merely misses significance.
+            # The state machine runs on -log10(p) and fires at the corrected threshold. It
+            # resolves only on evaluations that look like the reference (p >= resolve_p_value)
+            # and whose data differ from the drifted state (DriftedSample), not on ones that
+            # merely miss significance.
             level = -math.log10(max(drift.threshold, 1e-300))
             state = self._state(
                 kind,
@@ -541,8 +529,9 @@ class Generation:
                         timestamps[ref_part],
                     )
                 if seen + stop >= reference_size:
-                    self._reference_values = self._reference_kpis.metrics()
-                    self._reference_errors = self._reference_kpis.standard_errors()
+                    self._reference_values, self._reference_errors = (
+                        self._reference_kpis.measure()
+                    )
                     self._kpi_rules.clear()
             if (seen + stop) % every == 0:
                 alerts.extend(self._evaluate_kpis(batch[stop - 1]))
@@ -551,8 +540,10 @@ class Generation:
 
     def _evaluate_kpis(self, trigger: Labeled) -> list[dict[str, Any]]:
         assert self._kpis is not None
-        values = {**self._kpis.metrics(), **self._labels.metrics()}
-        errors = {**self._kpis.standard_errors(), **self._labels.standard_errors()}
+        kpi_values, kpi_errors = self._kpis.measure()
+        label_values, label_errors = self._labels.measure()
+        values = {**kpi_values, **label_values}
+        errors = {**kpi_errors, **label_errors}
         n = int(values.get("n") or 0)
         alerts = []
         for position, threshold in enumerate(self.settings.kpis.thresholds):
@@ -707,10 +698,8 @@ class Generation:
             resolution=resolution if transition.status == "resolved" else None,
         )
         if transition.status == "firing":
-            self._firing.add(key)
             self._open[key] = alert
         else:
-            self._firing.discard(key)
             self._open.pop(key, None)
         return alert
 
@@ -727,12 +716,11 @@ class Generation:
         self._drifted.clear()
         for key in sorted(self._open, key=lambda k: (k[0], k[1], k[2], k[3] != "critical")):
             fired = self._open[key]
-            _kind, detector, _subject, _severity = key
             alerts.append(
                 self._alert(
                     fired["kind"],
                     Transition("resolved", fired["severity"], math.nan, math.nan),
-                    detector=detector,
+                    detector=fired["detector"],
                     feature=fired.get("feature"),
                     metric=fired.get("metric"),
                     value=None,
@@ -768,10 +756,11 @@ class Generation:
             "reference": None
             if self._reference_values is None
             else _rounded(self._reference_values),
-            "firing": sorted("/".join(k) for k in self._firing),
+            "firing": sorted("/".join(k) for k in self._open),
         }
 
 
+@lru_cache(maxsize=64)
 def _z(confidence: float) -> float:
     """The one-sided normal quantile of a confidence level."""
     return NormalDist().inv_cdf(confidence)

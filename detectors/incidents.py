@@ -16,19 +16,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.alerts import AlertIdentity as Identity
+from detectors.alerts import alert_identity
+
 __all__ = ["IncidentBook"]
 
 _FEATURE_LIMIT = 10
-Identity = tuple[str, str, str, str]  # kind, detector, feature or metric, severity
 
 
 def _digest(*parts: str) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
-
-
-def _identity(alert: dict[str, Any]) -> Identity:
-    subject = alert.get("feature") or alert.get("metric") or ""
-    return (alert["kind"], alert["detector"], subject, alert["severity"])
 
 
 @dataclass
@@ -100,7 +97,7 @@ class IncidentBook:
             return alerts
         out: list[dict[str, Any]] = []
         for alert in alerts:
-            identity = _identity(alert)
+            identity = alert_identity(alert)
             incident = self._open
             if alert["status"] == "firing":
                 if incident is None:

@@ -384,8 +384,22 @@ class ClassificationKPIs:
 
     def standard_errors(self) -> Metrics:
         """Standard errors of the ``metrics()`` over the current window (see the class notes)."""
-        correct, true_pos, pred_pos, score = self._columns()
-        m = self._metrics(correct, true_pos, pred_pos, score)
+        return self.measure()[1]
+
+    def measure(self) -> tuple[Metrics, Metrics]:
+        """``metrics()`` and ``standard_errors()`` at once, reading the window once."""
+        columns = self._columns()
+        m = self._metrics(*columns)
+        return m, self._errors(m, *columns)
+
+    @staticmethod
+    def _errors(
+        m: Metrics,
+        correct: npt.NDArray[np.bool_],
+        true_pos: npt.NDArray[np.bool_],
+        pred_pos: npt.NDArray[np.bool_],
+        score: npt.NDArray[np.float64],
+    ) -> Metrics:
         n = correct.shape[0]
         if n == 0:
             return dict.fromkeys(_CLASSIFICATION_METRICS)
@@ -560,8 +574,16 @@ class RegressionKPIs:
 
     def standard_errors(self) -> Metrics:
         """Standard errors of the ``metrics()`` over the current window (see the class notes)."""
+        return self.measure()[1]
+
+    def measure(self) -> tuple[Metrics, Metrics]:
+        """``metrics()`` and ``standard_errors()`` at once, reading the window once."""
         t, p = self._columns()
         m = self._metrics(t, p)
+        return m, self._errors(m, t, p)
+
+    @staticmethod
+    def _errors(m: Metrics, t: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> Metrics:
         n = t.shape[0]
         if n < 2:
             return dict.fromkeys(("mae", "rmse", "mape", "r2"))
@@ -700,7 +722,15 @@ class LabelTracker:
 
     def standard_errors(self) -> Metrics:
         """Standard errors of the ``metrics()`` over the current window (see the class notes)."""
+        return self.measure()[1]
+
+    def measure(self) -> tuple[Metrics, Metrics]:
+        """``metrics()`` and ``standard_errors()`` at once, reading the window once."""
         n, labeled = self._delays()
+        return self._metrics(n, labeled), self._errors(n, labeled)
+
+    @staticmethod
+    def _errors(n: int, labeled: npt.NDArray[np.float64]) -> Metrics:
         k = labeled.shape[0]
         out: Metrics = {
             "label_coverage": _proportion_se(k / n if n else None, n),

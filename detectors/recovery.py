@@ -202,7 +202,6 @@ class ChangePointAlertState:
             if state.degraded is None or at >= stop:
                 self._note_recent(state, x[start:stop])
                 continue
-
             llr = self._llr(state, x[at:stop])
             # Page's CUSUM with a reflecting barrier at 0, vectorised:
             # S_t = T_t - min(0, min_{s<=t} T_s) with T = S_0 + cumsum(llr).

@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from detectors.alerts import iso_ms
+from detectors.alerts import AlertIdentity as IdentityKey
+from detectors.alerts import alert_identity, iso_ms
 
 _SEVERITY_RANK = {"warning": 1, "critical": 2}
 
-IdentityKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,16 +249,6 @@ def render_text(summary: ReplaySummary) -> str:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _identity(alert: Mapping[str, Any]) -> IdentityKey:
-    subject = alert.get("feature") or alert.get("metric") or ""
-    return (
-        str(alert.get("kind")),
-        str(alert.get("detector")),
-        str(subject),
-        str(alert.get("severity")),
-    )
-
-
 def _time(alert: Mapping[str, Any]) -> str | None:
     detected = alert.get("detected_at")
     return detected if isinstance(detected, str) else None
@@ -273,7 +263,7 @@ def _identities(alerts: list[Mapping[str, Any]]) -> tuple[IdentitySummary, ...]:
     last_status: dict[IdentityKey, str] = {}
     last_superseded: set[IdentityKey] = set()
     for alert in alerts:
-        key = _identity(alert)
+        key = alert_identity(alert)
         status = str(alert.get("status"))
         last_status[key] = status
         if status == "firing":
@@ -314,7 +304,7 @@ def _incident(
     """One incident from its events (``history``) and its alerts (``mine``), in output order."""
     firing = [a for a in mine if a.get("status") == "firing"]
     kinds: set[str] = {str(a.get("kind")) for a in mine}
-    identities: set[IdentityKey] = {_identity(a) for a in mine}
+    identities: set[IdentityKey] = {alert_identity(a) for a in mine}
     severity: str | None = None
     opened_at = closed_at = resolution = None
     for event in history:
@@ -347,7 +337,7 @@ def _incident(
         severity=severity,
         alerts=len(firing),
         identities=len(identities),
-        first_alert=None if opener is None else _label(_identity(opener)),
+        first_alert=None if opener is None else _label(alert_identity(opener)),
         first_fired_at=opened_at if opener is None else _earlier(opened_at, _time(opener)),
     )
 
