@@ -29,9 +29,10 @@ demo: $(STAMP)
 quality: $(STAMP)
 	$(PY) bench/quality.py --output bench/QUALITY.md
 
-## Throughput through a real broker, as a ratio to raw consume-and-decode.
+## Throughput through a real broker (as a ratio to raw consume-and-decode), in memory against a
+## naive implementation, alert latency and memory per model; floors checked (bench/throughput.py).
 bench: $(STAMP)
-	deploy/with-broker.sh $(PY) bench/throughput.py --output bench/THROUGHPUT.md
+	deploy/with-broker.sh $(PY) bench/throughput.py --output bench/THROUGHPUT.md --json bench/results.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check detectors service tests bench

@@ -1,1 +1,1 @@
-"""Benchmarks: detection quality (`make quality`) and throughput (`make bench`)."""
+"""Benchmarks: detection quality (`make quality`); throughput, latency, memory (`make bench`)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 __all__ = ["AlertRule", "AlertState", "Severity", "Transition"]
@@ -171,17 +172,19 @@ class AlertState:
 
     """
 
+    # A model holds one state per feature and measure: kept small (slots, per-severity lists
+    # indexed like SEVERITIES) because there are thousands of models.
+    __slots__ = ("_clear_streak", "_cooldown_left", "_firing", "_levels", "_rule", "_streak")
+
     def __init__(self, rule: AlertRule) -> None:
         if not isinstance(rule, AlertRule):
             raise ValueError(f"rule: expected an AlertRule, got {type(rule).__name__}")
         self._rule = rule
-        self._levels: tuple[tuple[Severity, float], ...] = tuple(
-            (s, level) for s in SEVERITIES if (level := rule.level(s)) is not None
-        )
-        self._firing: set[Severity] = set()
-        self._streak: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
-        self._clear_streak: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
-        self._cooldown_left: dict[Severity, int] = dict.fromkeys(SEVERITIES, 0)
+        self._levels = _levels_of(rule)
+        self._firing = [False, False]
+        self._streak = [0, 0]
+        self._clear_streak = [0, 0]
+        self._cooldown_left = [0, 0]
 
     @property
     def rule(self) -> AlertRule:
@@ -189,9 +192,27 @@ class AlertState:
         return self._rule
 
     @property
+    def idle(self) -> bool:
+        """Nothing is firing, breaching or cooling down: the state of a fresh ``AlertState``."""
+        return not (any(self._firing) or any(self._streak) or any(self._cooldown_left))
+
+    @staticmethod
+    def would_start(rule: AlertRule, value: float | None, n_samples: int, se: float = 0.0) -> bool:
+        """Whether ``update`` would change a fresh state of ``rule``: only a breach does."""
+        if (
+            value is None
+            or math.isnan(value)
+            or se is None
+            or math.isnan(se)
+            or n_samples < rule.min_samples
+        ):
+            return False
+        return any(rule.breaches(value, level, se) for _, _, level in _levels_of(rule))
+
+    @property
     def firing(self) -> frozenset[Severity]:
         """The severities currently firing."""
-        return frozenset(self._firing)
+        return frozenset(s for s, on in zip(SEVERITIES, self._firing, strict=True) if on)
 
     def update(self, value: float | None, n_samples: int, se: float = 0.0) -> list[Transition]:
         """Evaluate one new value; return the transitions it causes, in emission order.
@@ -222,38 +243,53 @@ class AlertState:
         ):
             return []
         out: list[Transition] = []
-        for severity, level in self._levels:
+        firing, streak, clear_streak, cooldown_left = (
+            self._firing,
+            self._streak,
+            self._clear_streak,
+            self._cooldown_left,
+        )
+        for i, severity, level in self._levels:
             breach = rule.breaches(value, level, se)
-            self._streak[severity] = self._streak[severity] + 1 if breach else 0
-            blocked = self._cooldown_left[severity] > 0
+            streak[i] = streak[i] + 1 if breach else 0
+            blocked = cooldown_left[i] > 0
             if blocked:
-                self._cooldown_left[severity] -= 1
-            if severity in self._firing:
+                cooldown_left[i] -= 1
+            if firing[i]:
                 clear = rule.clears(value, level, se)
-                self._clear_streak[severity] = self._clear_streak[severity] + 1 if clear else 0
-                if self._clear_streak[severity] >= rule.resolve_updates:
-                    self._firing.discard(severity)
-                    self._cooldown_left[severity] = rule.cooldown
+                clear_streak[i] = clear_streak[i] + 1 if clear else 0
+                if clear_streak[i] >= rule.resolve_updates:
+                    firing[i] = False
+                    cooldown_left[i] = rule.cooldown
                     out.append(Transition("resolved", severity, value, level))
-            elif not blocked and self._streak[severity] >= rule.for_updates:
-                self._firing.add(severity)
-                self._clear_streak[severity] = 0
+            elif not blocked and streak[i] >= rule.for_updates:
+                firing[i] = True
+                clear_streak[i] = 0
                 out.append(Transition("firing", severity, value, level))
-        out.sort(key=lambda t: _ORDER[t.status, t.severity])
+        if len(out) > 1:
+            out.sort(key=lambda t: _ORDER[t.status, t.severity])
         return out
 
     def close(self) -> list[Transition]:
         """Resolve every firing severity at once (the model version it judged was superseded)."""
         out = [
             Transition("resolved", s, math.nan, level)
-            for s, level in self._levels
-            if s in self._firing
+            for i, s, level in self._levels
+            if self._firing[i]
         ]
-        self._firing.clear()
-        self._streak = dict.fromkeys(SEVERITIES, 0)
-        self._clear_streak = dict.fromkeys(SEVERITIES, 0)
+        self._firing = [False, False]
+        self._streak = [0, 0]
+        self._clear_streak = [0, 0]
         out.sort(key=lambda t: _ORDER[t.status, t.severity])
         return out
 
     def __repr__(self) -> str:
-        return f"AlertState(rule={self._rule!r}, firing={sorted(self._firing)})"
+        return f"AlertState(rule={self._rule!r}, firing={sorted(self.firing)})"
+
+
+@lru_cache(maxsize=4096)
+def _levels_of(rule: AlertRule) -> tuple[tuple[int, Severity, float], ...]:
+    """(index, severity, level) of each level a rule sets; shared by the states of one rule."""
+    return tuple(
+        (i, s, level) for i, s in enumerate(SEVERITIES) if (level := rule.level(s)) is not None
+    )

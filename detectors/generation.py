@@ -12,26 +12,32 @@ thresholds, label coverage and delay. Each signal feeds its own alert state mach
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from detectors.alerting import AlertRule, AlertState, Transition
 from detectors.alerts import AlertKind, iso_ms, make_alert
+from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
 from detectors.columns import FeatureColumns, FeatureKind, column_of, columnarize, infer_kinds
 from detectors.concept import ConceptDriftDetector
 from detectors.data_drift import DataDriftMonitor, DriftEvaluation
-from detectors.events import Labeled, Prediction, Source
-from detectors.kpi import ClassificationKPIs, LabelTracker, RegressionKPIs
-from detectors.labels import label_key, labels_equal
+from detectors.events import FeatureValue, Source
+from detectors.kpi import ClassificationKPIs, LabelTracker, Metrics, RegressionKPIs
+from detectors.labels import label_key
 from detectors.quality import QualityMonitor
 from detectors.recovery import ChangePointAlertState, ChangeSignal, DriftedSample
 from detectors.reference import ModelProfile, NumericProfile
-from detectors.settings import HIGHER_IS_WORSE, DriftSettings, MonitorSettings, Threshold
+from detectors.settings import (
+    HIGHER_IS_WORSE,
+    DriftSettings,
+    MonitorSettings,
+    QualityLevels,
+    Threshold,
+)
 
 Task = Literal["classification", "regression"]
 _EVIDENCE_FEATURES = 10
@@ -61,14 +67,18 @@ class Generation:
     >>> import random
     >>> rng = random.Random(7)
     >>> monitor = Generation("m", MonitorSettings())
-    >>> def labeled(i, accuracy):
-    ...     y = rng.random() < 0.5
-    ...     pred = y if rng.random() < accuracy else not y
-    ...     return Labeled(str(i), "m", None, int(pred), None, int(y), i, i, Source("o", 0, i))
-    >>> alerts = monitor.observe_labeled([labeled(i, 0.95) for i in range(4000)])
+    >>> def labeled(start, stop, accuracy):
+    ...     events = []
+    ...     for i in range(start, stop):
+    ...         y = rng.random() < 0.5
+    ...         pred = y if rng.random() < accuracy else not y
+    ...         source = Source("o", 0, i)
+    ...         events.append(Labeled(str(i), "m", None, int(pred), None, int(y), i, i, source))
+    ...     return LabeledBatch.from_events(events)
+    >>> alerts = monitor.observe_labeled(labeled(0, 4000, 0.95))
     >>> alerts
     []
-    >>> alerts = monitor.observe_labeled([labeled(i, 0.70) for i in range(4000, 6000)])
+    >>> alerts = monitor.observe_labeled(labeled(4000, 6000, 0.70))
     >>> sorted({(a["kind"], a["severity"], a["status"]) for a in alerts})[:2]
     [('concept_drift', 'critical', 'firing'), ('kpi_threshold', 'critical', 'firing')]
     """
@@ -95,11 +105,18 @@ class Generation:
         output_reference = self._output_reference(profile)
         self._prediction_drift = _drift_monitor(settings.prediction_drift, output_reference)
         q = settings.data_quality
+        # Quality reads the data-drift reference (one per model, filled once); only without
+        # one (data drift disabled or sliding) does it make its own, of the same size.
+        shared = None if self._data_drift is None else self._data_drift.feature_reference
         self._quality = (
             QualityMonitor(
                 window_size=q.window_size,
                 every=q.every,
-                profile=profile if settings.data_drift.reference == "profile" else None,
+                profile=profile
+                if settings.data_drift.reference == "profile" and shared is None
+                else None,
+                reference_size=settings.data_drift.reference_size,
+                shared_reference=shared,
             )
             if q.enabled
             else None
@@ -113,8 +130,8 @@ class Generation:
         self._reference_errors: dict[str, float | None] = {}
         self._kpi_rules: dict[int, AlertRule | None] = {}
         self._labels = LabelTracker(size=settings.kpis.size)
-        self._label_times: deque[int] = deque(maxlen=settings.kpis.size)
         self._states: dict[tuple[str, str, str], AlertState] = {}
+        self._rules: dict[tuple[Any, ...], AlertRule] = {}
         # What each firing drift alert's feature looked like, to test a recovery against.
         self._drifted: dict[tuple[str, str], DriftedSample] = {}
         # Every firing alert by (kind, detector, feature or metric, severity): what is firing,
@@ -150,14 +167,14 @@ class Generation:
 
     # -- prediction side -----------------------------------------------------------------------
 
-    def observe_predictions(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
-        if not predictions:
+    def observe_predictions(self, predictions: PredictionBatch) -> list[dict[str, Any]]:
+        if not predictions.n:
             return []
-        self._n_predictions += len(predictions)
-        rows = [p.features for p in predictions]
+        self._n_predictions += predictions.n
+        rows = predictions.rows
         self._learn_kinds(rows)
         columns = columnarize(rows, self._kinds)
-        timestamps = np.fromiter((p.timestamp_ms for p in predictions), np.int64, len(predictions))
+        timestamps = predictions.timestamps
         alerts: list[dict[str, Any]] = []
         if self._data_drift is not None:
             for evaluation in self._data_drift.update(columns, self._kinds, timestamps):
@@ -171,7 +188,7 @@ class Generation:
             alerts.extend(self._on_quality(columns, timestamps, predictions))
         return alerts
 
-    def _learn_kinds(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _learn_kinds(self, rows: Sequence[dict[str, FeatureValue]]) -> None:
         # A feature's kind is fixed by the first batch it appears in; later type changes show up
         # as type mismatches (data quality), not as a silently re-typed feature.
         if self.profile is not None and not self._kinds:
@@ -199,16 +216,16 @@ class Generation:
         return None
 
     def _prediction_columns(
-        self, predictions: Sequence[Prediction]
+        self, predictions: PredictionBatch
     ) -> tuple[FeatureColumns | None, dict[str, FeatureKind]]:
         if self._prediction_kind is None:
-            first = predictions[0]
-            if isinstance(first.score, float):
+            first_score, first = predictions.scores[0], predictions.predictions[0]
+            if isinstance(first_score, float):
                 self._prediction_kind = {"score": "numeric"}
             elif (
-                isinstance(first.prediction, int | float)
-                and not isinstance(first.prediction, bool)
-                and not float(first.prediction).is_integer()
+                isinstance(first, int | float)
+                and not isinstance(first, bool)
+                and not float(first).is_integer()
             ):
                 self._prediction_kind = {"prediction": "numeric"}
             else:
@@ -216,21 +233,19 @@ class Generation:
         kinds = self._prediction_kind
         # The one column built directly: no row dict per prediction.
         if "score" in kinds:
-            scores = [p.score for p in predictions]
+            scores: Sequence[object] = predictions.scores
             if not _FLOAT_OR_NONE.issuperset(map(type, scores)):
                 scores = [s if isinstance(s, float) else None for s in scores]
             return column_of("score", scores, "numeric"), kinds
-        return column_of(
-            "prediction", [p.prediction for p in predictions], kinds["prediction"]
-        ), kinds
+        return column_of("prediction", predictions.predictions, kinds["prediction"]), kinds
 
     def _on_drift(
-        self, kind: AlertKind, evaluation: DriftEvaluation, batch: Sequence[Prediction]
+        self, kind: AlertKind, evaluation: DriftEvaluation, batch: PredictionBatch
     ) -> list[dict[str, Any]]:
         settings = (
             self.settings.data_drift if kind == "data_drift" else self.settings.prediction_drift
         )
-        trigger = batch[evaluation.index]
+        trigger_ms = int(batch.timestamps[evaluation.index])
         ranked = [_feature_evidence(f) for f in evaluation.features[:_EVIDENCE_FEATURES]]
         alerts = []
         for drift in evaluation.features:
@@ -239,22 +254,13 @@ class Generation:
             # and whose data differ from the drifted state (DriftedSample), not on ones that
             # merely miss significance.
             level = -math.log10(max(drift.threshold, 1e-300))
-            state = self._state(
-                kind,
-                drift.test,
-                drift.feature,
-                AlertRule(
-                    direction="above",
-                    warning=level,
-                    for_updates=settings.for_evaluations,
-                    resolve_updates=settings.resolve_evaluations,
-                ),
-            )
+            rule = self._rule((kind, level), settings=settings, level=level)
             score = -math.log10(max(drift.p_value, 1e-300))
             key = (kind, drift.feature)
             window = evaluation.windows.get(drift.feature)
             recovery_p: float | None = None
-            if state.firing:
+            fired_rule = self._firing_rule(kind, drift.test, drift.feature)
+            if fired_rule is not None:
                 drifted = self._drifted.get(key)
                 consistent = drift.p_value >= max(settings.resolve_p_value, drift.threshold)
                 if not consistent:
@@ -269,9 +275,20 @@ class Generation:
                     )
                     recovered = recovery_p < drift.threshold
                 # The state machine resolves on `resolve_evaluations` clear updates in a row:
-                # only a recovered evaluation is clear, anything else restarts the run.
-                score = min(score, level) if recovered else math.nextafter(level, math.inf)
-            for transition in state.update(score, evaluation.n_current):
+                # only a recovered evaluation is clear, anything else restarts the run. A firing
+                # state keeps the level it fired at (Holm's and BH's levels move with the other
+                # features' p-values), so both are judged against that level too.
+                fired_at = fired_rule.warning
+                assert fired_at is not None
+                score = (
+                    min(score, level, fired_at)
+                    if recovered
+                    else math.nextafter(max(level, fired_at), math.inf)
+                )
+            transitions = self._transitions(
+                (kind, drift.test, drift.feature), rule, score, evaluation.n_current
+            )
+            for transition in transitions:
                 if transition.status == "firing" and window is not None:
                     self._drifted[key] = DriftedSample(
                         window,
@@ -311,14 +328,14 @@ class Generation:
                             "resolve_p_value": settings.resolve_p_value,
                             "recovery_p_value": recovery_p,
                         },
-                        trigger_ms=trigger.timestamp_ms,
-                        source=trigger.source,
+                        trigger_ms=trigger_ms,
+                        source=batch.sources.at(evaluation.index),
                     )
                 )
         return alerts
 
     def _on_quality(
-        self, columns: FeatureColumns, timestamps: np.ndarray, batch: Sequence[Prediction]
+        self, columns: FeatureColumns, timestamps: np.ndarray, batch: PredictionBatch
     ) -> list[dict[str, Any]]:
         assert self._quality is not None
         q = self.settings.data_quality
@@ -328,23 +345,16 @@ class Generation:
             if levels.warning is None and levels.critical is None:
                 continue
             base = (measure.reference_value or 0.0) if q.relative else 0.0
-            state = self._state(
-                "data_quality",
-                measure.metric,
-                measure.feature,
-                AlertRule(
-                    direction="above",
-                    warning=None if levels.warning is None else base + levels.warning,
-                    critical=None if levels.critical is None else base + levels.critical,
-                    z=_z(q.confidence),
-                    min_samples=q.min_samples,
-                    resolve_updates=q.resolve_evaluations,
-                ),
-            )
-            trigger = batch[measure.index]
+            rule = self._rule(("data_quality", measure.metric, base), levels=levels, base=base)
             rate = measure.value
             se = math.sqrt(max(rate * (1.0 - rate), 0.0) / measure.n) if measure.n else math.nan
-            for transition in state.update(rate, measure.n, se):
+            transitions = self._transitions(
+                ("data_quality", measure.metric, measure.feature), rule, rate, measure.n, se
+            )
+            if not transitions:
+                continue
+            trigger_ms = int(batch.timestamps[measure.index])
+            for transition in transitions:
                 alerts.append(
                     self._alert(
                         "data_quality",
@@ -353,7 +363,7 @@ class Generation:
                         feature=measure.feature,
                         value=measure.value,
                         threshold=transition.threshold,
-                        window=(measure.n, None, trigger.timestamp_ms),
+                        window=(measure.n, None, trigger_ms),
                         reference={"rate": measure.reference_value, "relative": q.relative},
                         evidence={
                             "metric": measure.metric,
@@ -362,41 +372,36 @@ class Generation:
                             "confidence": q.confidence,
                             "window_events": measure.n,
                         },
-                        trigger_ms=trigger.timestamp_ms,
-                        source=trigger.source,
+                        trigger_ms=trigger_ms,
+                        source=batch.sources.at(measure.index),
                     )
                 )
         return alerts
 
     # -- label side ------------------------------------------------------------------------------
 
-    def observe_labeled(self, labeled: Sequence[Labeled]) -> list[dict[str, Any]]:
-        if not labeled:
+    def observe_labeled(self, labeled: LabeledBatch) -> list[dict[str, Any]]:
+        if not labeled.n:
             return []
         if self._task is None:
-            self._task = _infer_task(labeled[0])
+            self._task = _infer_task(labeled.labels[0], labeled.predictions[0])
         if self._kpis is None:
             self._start_label_side()
-        timestamps = np.fromiter((x.labeled_at_ms for x in labeled), np.int64, len(labeled))
-        delays = timestamps - np.fromiter(
-            (x.predicted_at_ms for x in labeled), np.int64, len(labeled)
-        )
+        timestamps = labeled.labeled_at
+        delays = timestamps - labeled.predicted_at
         self._labels.update_labeled(np.maximum(delays, 0), timestamps)
         errors = self._errors(labeled)
         alerts: list[dict[str, Any]] = []
         if self._concept is not None:
             alerts.extend(self._on_concept(errors, labeled))
         alerts.extend(self._on_kpis(labeled, timestamps))
-        self._n_labeled += len(labeled)
+        self._n_labeled += labeled.n
         return alerts
 
-    def observe_expired(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+    def observe_expired(self, predictions: ExpiredBatch) -> list[dict[str, Any]]:
         """Predictions whose outcome never came: they lower label coverage."""
-        if predictions:
-            timestamps = np.fromiter(
-                (p.timestamp_ms for p in predictions), np.int64, len(predictions)
-            )
-            self._labels.update_expired(len(predictions), timestamps)
+        if predictions.n:
+            self._labels.update_expired(predictions.n, predictions.timestamps)
         return []
 
     def _start_label_side(self) -> None:
@@ -423,17 +428,16 @@ class Generation:
             self._kpis = RegressionKPIs(s.kpis.window, s.kpis.size, duration)
             self._reference_kpis = RegressionKPIs("count", s.kpis.reference_size, None)
 
-    def _errors(self, labeled: Sequence[Labeled]) -> np.ndarray:
+    def _errors(self, labeled: LabeledBatch) -> np.ndarray:
         if self._task == "classification":
-            equal = labels_equal([x.prediction for x in labeled], [x.label for x in labeled])
-            return (~equal).astype(np.float64)
-        diff = _numbers([x.prediction for x in labeled]) - _numbers([x.label for x in labeled])
+            return (~labeled.correct).astype(np.float64)
+        diff = _numbers(labeled.predictions) - _numbers(labeled.labels)
         loss: np.ndarray = (
             np.abs(diff) if self.settings.concept_drift.loss == "absolute" else diff**2
         )
         return loss
 
-    def _on_concept(self, errors: np.ndarray, batch: Sequence[Labeled]) -> list[dict[str, Any]]:
+    def _on_concept(self, errors: np.ndarray, batch: LabeledBatch) -> list[dict[str, Any]]:
         assert self._concept is not None and self._concept_alerts is not None
         finite = np.isfinite(errors)
         kept = errors[finite]
@@ -447,7 +451,7 @@ class Generation:
         name = self.settings.concept_drift.detector
         for index, transition in transitions:
             at = int(positions[index])
-            trigger = batch[at]
+            trigger_ms = int(batch.labeled_at[at])
             evidence: dict[str, Any] = {
                 "detector": name,
                 "params": dict(self.settings.concept_drift.params),
@@ -488,62 +492,92 @@ class Generation:
                     metric="error_rate",
                     value=value,
                     threshold=transition.threshold,
-                    window=(self._n_labeled + at + 1, None, trigger.labeled_at_ms),
+                    window=(self._n_labeled + at + 1, None, trigger_ms),
                     reference={"error_rate": transition.threshold},
                     evidence=evidence,
-                    trigger_ms=trigger.labeled_at_ms,
-                    source=trigger.source,
+                    trigger_ms=trigger_ms,
+                    source=batch.sources.at(at),
                 )
             )
         return alerts
 
-    def _on_kpis(self, batch: Sequence[Labeled], timestamps: np.ndarray) -> list[dict[str, Any]]:
-        assert self._kpis is not None and self._reference_kpis is not None
+    def _on_kpis(self, batch: LabeledBatch, timestamps: np.ndarray) -> list[dict[str, Any]]:
+        if not self.settings.kpis.enabled:
+            # No KPI window, reference or threshold (label metrics' included). Label coverage
+            # and delay are still tracked, by observe_labeled and observe_expired, for the
+            # snapshot: they describe the outcome feed rather than the model.
+            return []
+        assert self._kpis is not None
         every = self.settings.kpis.every
-        if self._task == "regression":
-            y_true: Sequence[object] | np.ndarray = _numbers([x.label for x in batch])
-            y_pred: Sequence[object] | np.ndarray = _numbers([x.prediction for x in batch])
+        # Validated and encoded once; the slices fed at each cadence point are views of it.
+        if isinstance(self._kpis, RegressionKPIs):
+            events = self._kpis.prepare(
+                _numbers(batch.labels), _numbers(batch.predictions), timestamps
+            )
         else:
-            y_true = [x.label for x in batch]
-            y_pred = [x.prediction for x in batch]
-        scores = self._scores(batch)
+            events = self._kpis.prepare(
+                batch.labels, batch.predictions, self._scores(batch), timestamps
+            )
         alerts: list[dict[str, Any]] = []
         start = 0
         seen = self._n_labeled
         reference_size = self.settings.kpis.reference_size
-        while start < len(batch):
+        while start < batch.n:
             # Cut the batch at the next cadence point so thresholds see the window as it stood.
-            stop = min(len(batch), start + every - (seen + start) % every)
-            part = slice(start, stop)
-            _update_kpis(self._kpis, y_true[part], y_pred[part], scores[part], timestamps[part])
-            self._label_times.extend(timestamps[part].tolist())
+            stop = min(batch.n, start + every - (seen + start) % every)
+            self._kpis.update_prepared(events.take(start, stop))
             if self._reference_values is None:
+                assert self._reference_kpis is not None
                 needed = reference_size - (seen + start)
                 if needed > 0:
-                    ref_part = slice(start, min(stop, start + needed))
-                    _update_kpis(
-                        self._reference_kpis,
-                        y_true[ref_part],
-                        y_pred[ref_part],
-                        scores[ref_part],
-                        timestamps[ref_part],
+                    # Same task and positive label: the reference takes the same encoding.
+                    self._reference_kpis.update_prepared(
+                        events.take(start, min(stop, start + needed))
                     )
                 if seen + stop >= reference_size:
                     self._reference_values, self._reference_errors = (
                         self._reference_kpis.measure()
                     )
+                    self._reference_kpis = None  # measured once; its window is not needed
                     self._kpi_rules.clear()
             if (seen + stop) % every == 0:
-                alerts.extend(self._evaluate_kpis(batch[stop - 1]))
+                alerts.extend(self._evaluate_kpis(_Trigger.of(batch, stop - 1)))
             start = stop
         return alerts
 
-    def _evaluate_kpis(self, trigger: Labeled) -> list[dict[str, Any]]:
+    @cached_property
+    def _thresholded_metrics(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The KPI and the label metrics that this task's thresholds read: what an evaluation
+        measures (the task is known by the first evaluation)."""
         assert self._kpis is not None
-        kpi_values, kpi_errors = self._kpis.measure()
-        label_values, label_errors = self._labels.measure()
-        values = {**kpi_values, **label_values}
-        errors = {**kpi_errors, **label_errors}
+        thresholds = self.settings.kpis.thresholds
+        metrics = {t.metric for t in thresholds if _applies(t.metric, self._task)}
+        return (
+            frozenset(metrics.intersection(self._kpis.METRICS)),
+            frozenset(metrics.intersection(LabelTracker.METRICS)),
+        )
+
+    def _measure_kpis(self, complete: bool) -> tuple[Metrics, Metrics]:
+        """KPI and label metrics with their standard errors: those the thresholds read, from
+        running sums, or (``complete``) all of them, from the windows, for an alert's evidence."""
+        assert self._kpis is not None
+        kpi_metrics, label_metrics = (None, None) if complete else self._thresholded_metrics
+        values, errors = self._kpis.measure(kpi_metrics)
+        if label_metrics is None or label_metrics:
+            label_values, label_errors = self._labels.measure(label_metrics)
+            values, errors = {**values, **label_values}, {**errors, **label_errors}
+        return values, errors
+
+    def _kpi_error(self, errors: Metrics, threshold: Threshold) -> float | None:
+        se = errors.get(threshold.metric)
+        if se is not None and threshold.relative:
+            # The reference is an estimate too: its error moves every level it sets.
+            se = math.hypot(se, self._reference_errors.get(threshold.metric) or 0.0)
+        return se
+
+    def _evaluate_kpis(self, trigger: _Trigger) -> list[dict[str, Any]]:
+        complete = False
+        values, errors = self._measure_kpis(complete)
         n = int(values.get("n") or 0)
         alerts = []
         for position, threshold in enumerate(self.settings.kpis.thresholds):
@@ -553,7 +587,7 @@ class Generation:
             if position not in self._kpi_rules:
                 self._kpi_rules[position] = self._kpi_rule(threshold)
             rule = self._kpi_rules[position]
-            se = errors.get(threshold.metric)
+            se = self._kpi_error(errors, threshold)
             if value is None or rule is None or se is None:
                 continue
             reference = (
@@ -561,11 +595,16 @@ class Generation:
                 if self._reference_values is None
                 else self._reference_values.get(threshold.metric)
             )
-            if threshold.relative:
-                # The reference is an estimate too: its error moves every level it sets.
-                se = math.hypot(se, self._reference_errors.get(threshold.metric) or 0.0)
-            state = self._state("kpi_threshold", _rule_name(threshold), threshold.metric, rule)
-            for transition in state.update(float(value), n, se):
+            identity = ("kpi_threshold", _rule_name(threshold), threshold.metric)
+            transitions = self._transitions(identity, rule, float(value), n, se)
+            if transitions and not complete:
+                # An alert changes state: its value, error and evidence come from the complete
+                # measure (the running sums agree with it to about 1e-12).
+                complete = True
+                values, errors = self._measure_kpis(complete)
+                value = _or(values.get(threshold.metric), value)
+                se = _or(self._kpi_error(errors, threshold), se)
+            for transition in transitions:
                 alerts.append(
                     self._alert(
                         "kpi_threshold",
@@ -574,11 +613,7 @@ class Generation:
                         metric=threshold.metric,
                         value=float(value),
                         threshold=transition.threshold,
-                        window=(
-                            n,
-                            self._label_times[0] if self._label_times else None,
-                            trigger.labeled_at_ms,
-                        ),
+                        window=(n, _first_ms(self._kpis), trigger.labeled_at_ms),
                         reference={
                             "value": reference,
                             "relative": threshold.relative,
@@ -631,14 +666,13 @@ class Generation:
             cooldown=threshold.cooldown,
         )
 
-    def _scores(self, batch: Sequence[Labeled]) -> np.ndarray:
-        scores = [x.score for x in batch]
+    def _scores(self, batch: LabeledBatch) -> np.ndarray:
+        scores = batch.scores
         if _FLOAT_OR_NONE.issuperset(map(type, scores)):
             return np.array(scores, dtype=np.float64)  # None becomes NaN
         positive = str(self._positive)
-        out = np.full(len(batch), np.nan)
-        for i, x in enumerate(batch):
-            score = x.score
+        out = np.full(batch.n, np.nan)
+        for i, score in enumerate(scores):
             if isinstance(score, float):
                 out[i] = score
             elif isinstance(score, dict):
@@ -649,14 +683,72 @@ class Generation:
 
     # -- shared ----------------------------------------------------------------------------------
 
-    def _state(self, kind: str, detector: str, subject: str, rule: AlertRule) -> AlertState:
-        key = (kind, detector, subject)
+    def _rule(
+        self,
+        key: tuple[Any, ...],
+        *,
+        settings: DriftSettings | None = None,
+        level: float = 0.0,
+        levels: QualityLevels | None = None,
+        base: float = 0.0,
+    ) -> AlertRule:
+        """The alert rule of a drift level or a quality rate, built once and then shared."""
+        rule = self._rules.get(key)
+        if rule is not None:
+            return rule
+        if settings is not None:  # drift: fires on -log10(p) above the corrected level
+            rule = AlertRule(
+                direction="above",
+                warning=level,
+                for_updates=settings.for_evaluations,
+                resolve_updates=settings.resolve_evaluations,
+            )
+        else:
+            assert levels is not None
+            q = self.settings.data_quality
+            rule = AlertRule(
+                direction="above",
+                warning=None if levels.warning is None else base + levels.warning,
+                critical=None if levels.critical is None else base + levels.critical,
+                z=_z(q.confidence),
+                min_samples=q.min_samples,
+                resolve_updates=q.resolve_evaluations,
+            )
+        self._rules[key] = rule
+        return rule
+
+    def _transitions(
+        self,
+        identity: tuple[str, str, str],
+        rule: AlertRule,
+        value: float,
+        n_samples: int,
+        se: float = 0.0,
+    ) -> list[Transition]:
+        """Update the alert state of one identity with a new value; its transitions.
+
+        A state exists only while it counts towards something (a breach, a firing, a cooldown):
+        an idle state is the same as none, so thousands of models x features x measures cost
+        memory only where something is happening.
+        """
+        key = identity
         state = self._states.get(key)
         # A rule's levels can move (a new feature tightens the Bonferroni level); a state that is
         # firing keeps its rule so that it resolves against the level it fired at.
-        if state is None or (state.rule != rule and not state.firing):
+        if state is None or (state.rule is not rule and not state.firing and state.rule != rule):
+            if not AlertState.would_start(rule, value, n_samples, se):
+                self._states.pop(key, None)
+                return []
             state = self._states[key] = AlertState(rule)
-        return state
+        transitions = state.update(value, n_samples, se)
+        if state.idle:
+            del self._states[key]
+        return transitions
+
+    def _firing_rule(self, kind: str, detector: str, subject: str) -> AlertRule | None:
+        """The rule of the identity's state when it is firing."""
+        state = self._states.get((kind, detector, subject))
+        return state.rule if state is not None and state.firing else None
 
     def _alert(
         self,
@@ -740,6 +832,7 @@ class Generation:
         if self._kpis is not None:
             values.update(self._kpis.metrics())
         values.update(self._labels.metrics())
+        span = None if self._kpis is None else self._kpis.window_span_ms
         return {
             "schema_version": 1,
             "model_id": self.model_id,
@@ -749,8 +842,8 @@ class Generation:
             "labeled": self._n_labeled,
             "window": {
                 "size": int(values.get("n") or 0),
-                "first_event_time": iso_ms(self._label_times[0]) if self._label_times else None,
-                "last_event_time": iso_ms(self._label_times[-1]) if self._label_times else None,
+                "first_event_time": None if span is None else iso_ms(span[0]),
+                "last_event_time": None if span is None else iso_ms(span[1]),
             },
             "kpis": _rounded(values),
             "reference": None
@@ -790,28 +883,43 @@ def _drift_monitor(
     )
 
 
-def _infer_task(first: Labeled) -> Task:
-    for value in (first.label, first.prediction):
+def _infer_task(label: object, prediction: object) -> Task:
+    for value in (label, prediction):
         if isinstance(value, float) and not value.is_integer():
             return "regression"
     return "classification"
 
 
-def _update_kpis(
-    kpis: ClassificationKPIs | RegressionKPIs,
-    y_true: Sequence[object] | np.ndarray,
-    y_pred: Sequence[object] | np.ndarray,
-    scores: np.ndarray,
-    timestamps: np.ndarray,
-) -> None:
-    if isinstance(kpis, RegressionKPIs):
-        kpis.update(np.asarray(y_true), np.asarray(y_pred), timestamps)
-    else:
-        kpis.update(y_true, y_pred, scores, timestamps)
+class _Trigger(NamedTuple):
+    """The labelled event at which a KPI evaluation happened."""
+
+    labeled_at_ms: int
+    source: Source
+
+    @classmethod
+    def of(cls, batch: LabeledBatch, index: int) -> _Trigger:
+        return cls(int(batch.labeled_at[index]), batch.sources.at(index))
+
+
+def _first_ms(kpis: ClassificationKPIs | RegressionKPIs | None) -> int | None:
+    span = None if kpis is None else kpis.window_span_ms
+    return None if span is None else span[0]
+
+
+def _or(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value
 
 
 def _numbers(values: Sequence[object]) -> np.ndarray:
+    if _PLAIN_NUMBERS.issuperset(map(type, values)):
+        try:
+            return np.array(values, dtype=np.float64)  # float(v) of each, in one C loop
+        except OverflowError:
+            pass
     return np.fromiter((_number(v) for v in values), np.float64, len(values))
+
+
+_PLAIN_NUMBERS = frozenset({float, int, bool})
 
 
 def _number(value: object) -> float:

@@ -13,10 +13,11 @@ With ``on_new_version: keep`` a new version only relabels the current generation
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from detectors.events import Labeled, Prediction
+from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch, version_runs
+from detectors.events import Labeled, Prediction, Source
 from detectors.generation import Generation, Task
 from detectors.incidents import IncidentBook
 from detectors.reference import ModelProfile
@@ -24,7 +25,7 @@ from detectors.settings import MonitorSettings
 
 __all__ = ["ModelMonitor"]
 
-_E = TypeVar("_E", Prediction, Labeled)
+_B = TypeVar("_B", PredictionBatch, LabeledBatch, ExpiredBatch)
 _RETIRED_VERSIONS = 16  # versions remembered as retired; older ones count as retired too
 
 
@@ -122,29 +123,40 @@ class ModelMonitor:
 
     def observe(
         self,
-        predictions: Sequence[Prediction] = (),
-        labeled: Sequence[Labeled] = (),
-        expired: Sequence[Prediction] = (),
+        predictions: PredictionBatch | Sequence[Prediction] = (),
+        labeled: LabeledBatch | Sequence[Labeled] = (),
+        expired: ExpiredBatch | Sequence[Prediction] = (),
     ) -> list[dict[str, Any]]:
         """One batch of the model's events: its alerts and incident events, in event time.
 
         The alerts of all three kinds of event are booked together, so an incident is opened
-        by the earliest of them whichever side it came from.
+        by the earliest of them whichever side it came from. The service passes columnar
+        batches; sequences of ``detectors.events`` objects are converted.
         """
-        self._n_predictions += len(predictions)
-        self._n_labeled += len(labeled)
+        if not isinstance(predictions, PredictionBatch):
+            predictions = PredictionBatch.from_events(predictions)
+        if not isinstance(labeled, LabeledBatch):
+            labeled = LabeledBatch.from_events(labeled)
+        if not isinstance(expired, ExpiredBatch):
+            expired = ExpiredBatch.from_events(expired)
+        self._n_predictions += predictions.n
+        self._n_labeled += labeled.n
         alerts = self._route(predictions, Generation.observe_predictions, late=False)
         alerts += self._route(labeled, Generation.observe_labeled, late=True)
         alerts += self._route(expired, Generation.observe_expired, late=True)
         return self._book_in_order(alerts)
 
-    def observe_predictions(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+    def observe_predictions(
+        self, predictions: PredictionBatch | Sequence[Prediction]
+    ) -> list[dict[str, Any]]:
         return self.observe(predictions=predictions)
 
-    def observe_labeled(self, labeled: Sequence[Labeled]) -> list[dict[str, Any]]:
+    def observe_labeled(self, labeled: LabeledBatch | Sequence[Labeled]) -> list[dict[str, Any]]:
         return self.observe(labeled=labeled)
 
-    def observe_expired(self, predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
+    def observe_expired(
+        self, predictions: ExpiredBatch | Sequence[Prediction]
+    ) -> list[dict[str, Any]]:
         """Predictions whose outcome never came: they lower label coverage."""
         return self.observe(expired=predictions)
 
@@ -158,8 +170,8 @@ class ModelMonitor:
 
     def _route(
         self,
-        events: Sequence[_E],
-        observe: Callable[[Generation, Sequence[_E]], list[dict[str, Any]]],
+        events: _B,
+        observe: Callable[[Generation, _B], list[dict[str, Any]]],
         late: bool,
     ) -> list[dict[str, Any]]:
         """Feed each run of one version to the generation that judges it.
@@ -168,7 +180,10 @@ class ModelMonitor:
         the version just replaced still count for its retired generation.
         """
         alerts: list[dict[str, Any]] = []
-        for version, run in _runs(events, self._current.model_version):
+        if not events.n:
+            return alerts
+        for version, start, stop in version_runs(events.versions, self._current.model_version):
+            run: _B = events if stop - start == events.n else events.take(start, stop)
             current = self._current.model_version
             if version == current:
                 alerts += observe(self._current, run)
@@ -176,12 +191,14 @@ class ModelMonitor:
                 if late and self._retired is not None and version == self._retired.model_version:
                     observe(self._retired, run)  # it no longer alerts: its alerts were closed
                 else:
-                    self._n_not_judged += len(run)
+                    self._n_not_judged += run.n
+            elif isinstance(run, ExpiredBatch):
+                self._n_not_judged += run.n  # an expiry never starts a version
             elif current is None or self.settings.on_new_version == "keep":
                 self._current.model_version = version
                 alerts += observe(self._current, run)
             else:
-                alerts += self._supersede(version, run[0])
+                alerts += self._supersede(version, *_first(run))
                 alerts += observe(self._current, run)
         return alerts
 
@@ -192,10 +209,9 @@ class ModelMonitor:
         alerts.sort(key=_event_order)
         return self._book.record(alerts)
 
-    def _supersede(self, version: str | None, first: Prediction | Labeled) -> list[dict[str, Any]]:
+    def _supersede(self, version: str | None, when: int, source: Source) -> list[dict[str, Any]]:
         old = self._current
-        when = first.timestamp_ms if isinstance(first, Prediction) else first.labeled_at_ms
-        closed = old.close(when, first.source, version)
+        closed = old.close(when, source, version)
         if old.model_version is not None:
             self._retired_versions.append(old.model_version)
         self._retired = old
@@ -210,19 +226,11 @@ class ModelMonitor:
         )
 
 
-def _runs(events: Sequence[_E], current: str | None) -> Iterator[tuple[str | None, list[_E]]]:
-    """Consecutive events of one version; an event without a version belongs to ``current``."""
-    run: list[_E] = []
-    version = current
-    for event in events:
-        v = event.model_version if event.model_version is not None else current
-        if run and v != version:
-            yield version, run
-            run = []
-        version = v
-        run.append(event)
-    if run:
-        yield version, run
+def _first(run: PredictionBatch | LabeledBatch) -> tuple[int, Source]:
+    """Event time and source of the first event of ``run``: where a new version took over."""
+    if isinstance(run, PredictionBatch):
+        return int(run.timestamps[0]), run.sources.at(0)
+    return int(run.labeled_at[0]), run.sources.at(0)
 
 
 def _event_order(alert: dict[str, Any]) -> tuple[str, str, int]:

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from detectors.columns import FeatureColumns, FeatureKind
-from detectors.reference import CategoricalProfile, ModelProfile, NumericProfile
+from detectors.reference import CategoricalProfile, FeatureReference, ModelProfile
 
 QualityMetric = Literal[
     "null_rate", "type_mismatch_rate", "out_of_range_rate", "unseen_category_rate"
@@ -21,8 +21,7 @@ _MISMATCH = 2
 _CHECKED = 4  # a usable value compared with the reference
 _OUTSIDE = 8  # ... and found out of range / in a category the reference does not have
 _BITS = (_MISSING, _MISMATCH, _CHECKED, _OUTSIDE)
-_BIT_VALUES = np.array(_BITS, dtype=np.uint8)
-_MAX_RUNNING_CELLS = 1 << 20
+_BIT_COLUMNS = [7, 6, 5, 4]  # where np.unpackbits puts each of _BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +54,16 @@ class QualityMonitor:
       category is not among the reference profile's categories (its top-K; with at most K
       categories in the reference these are exactly the never-seen ones).
 
-    The reference is ``profile``, or else the profile of the first ``reference_size`` events
-    (built exactly like :class:`~detectors.data_drift.DataDriftMonitor`'s, so sharing one via
-    :meth:`set_reference` gives the same result without keeping the rows twice). Until it is
-    there, only null and type-mismatch rates are measured. Features seen that are not in the
-    reference are counted in :attr:`unexpected_features`, not measured. Thresholds are not
-    applied here: the caller runs the measures through its alert state machines.
+    The reference is a :class:`~detectors.reference.FeatureReference`: ``shared_reference``,
+    the one a :class:`~detectors.data_drift.DataDriftMonitor` of the same model tests against
+    (so the model holds one reference, filled once), or else one of the monitor's own, made
+    from ``profile`` or from the first ``reference_size`` events. Until it is there, only null
+    and type-mismatch rates are measured. Features seen that are not in the reference are
+    counted in :attr:`unexpected_features`, not measured. Thresholds are not applied here: the
+    caller runs the measures through its alert state machines.
+
+    The window is one flag byte per feature and event in a ring allocated once, with running
+    counts of each flag: ``window_size`` bytes per feature, plus the reference.
 
     Parameters
     ----------
@@ -69,13 +72,17 @@ class QualityMonitor:
     every
         Cadence of the measures, in events.
     profile
-        Reference profile; None to build one from the first ``reference_size`` events.
+        Reference profile; None to use ``shared_reference`` or the first ``reference_size``
+        events.
     reference_size
-        Events in a first-N reference.
+        Events in a first-N reference of the monitor's own.
     range_margin
         Widening of the reference range, as a fraction of its width.
     min_window
         Measures start once the window holds ``min(min_window, window_size)`` events.
+    shared_reference
+        A reference shared with other monitors (not with ``profile``). Feed every monitor
+        sharing it the same events.
 
     Examples
     --------
@@ -99,6 +106,7 @@ class QualityMonitor:
         reference_size: int = 5000,
         range_margin: float = 0.1,
         min_window: int = 100,
+        shared_reference: FeatureReference | None = None,
     ) -> None:
         if window_size < 1:
             raise ValueError("window_size must be >= 1")
@@ -110,29 +118,46 @@ class QualityMonitor:
             raise ValueError("range_margin must be >= 0")
         if min_window < 1:
             raise ValueError("min_window must be >= 1")
+        if profile is not None and shared_reference is not None:
+            raise ValueError("shared_reference and profile cannot both be given")
         self.window_size = window_size
         self.every = every
         self.profile = profile
         self.reference_size = reference_size
         self.range_margin = range_margin
         self.min_window = min_window
+        self.shared_reference = shared_reference
 
         self._n_seen = 0
-        self._reference: ModelProfile | None = None
-        self._ref_parts: list[FeatureColumns] = []
-        self._ref_rows = 0
-        self._ref_kinds: dict[str, FeatureKind] = {}
+        self._reference = (
+            shared_reference
+            if shared_reference is not None
+            else FeatureReference(reference_size, profile=profile)
+        )
+        self._in_use = False  # range and category checks against the reference
         self._tracked: dict[str, FeatureKind] = {}
-        self._tails: dict[str, np.ndarray] = {}
-        self._bounds: dict[str, tuple[float, float]] = {}
+        # The window: a ring of flags per tracked feature, event t in column t % window_size.
+        self._flags = np.zeros((0, window_size), dtype=np.uint8)
+        self._totals = np.zeros((0, len(_BITS)), dtype=np.int64)  # flags set in the window
+        self._filled = np.zeros(0, dtype=np.int64)  # events since the feature is tracked
+        self._written = 0
+        # Per tracked feature, once the reference is in use: its rates and range.
+        self._reference_rates = np.zeros((0, 3))  # null, type mismatch, unseen category
+        self._bounds = np.zeros((0, 2))  # range of numeric values that are not out of range
+        self._other_codes = np.zeros(0, dtype=np.int64)  # code of unseen categories
+        self._categories: dict[str, CategoricalProfile] = {}
         self._unexpected: dict[str, int] = {}
-        self._pending: ModelProfile | None = None  # first-N reference, used from the split on
-        if profile is not None:
-            self.set_reference(profile)
+        if self._reference.ready:
+            self._use_reference()
 
     @property
     def reference_profile(self) -> ModelProfile | None:
         """The reference in use (None while a first-N reference fills)."""
+        return self._reference.to_profile() if self._in_use else None
+
+    @property
+    def feature_reference(self) -> FeatureReference:
+        """The reference (filling, or in use)."""
         return self._reference
 
     @property
@@ -150,21 +175,31 @@ class QualityMonitor:
         """Features not in the reference -> events (since the reference) that carried them."""
         return dict(self._unexpected)
 
-    def set_reference(self, profile: ModelProfile) -> None:
-        """Use ``profile`` as the reference from the next event on (e.g. the profile a
-        first-N :class:`~detectors.data_drift.DataDriftMonitor` just built). Windows keep their
-        null and mismatch history; range and category checks start with the next event."""
-        self._reference = profile
-        self._ref_parts = []
-        self._tracked = profile.kinds()
-        self._tails = {
-            name: self._tails.get(name, np.empty(0, dtype=np.uint8)) for name in self._tracked
-        }
-        self._bounds = {}
-        for name, feature in profile.features.items():
-            if isinstance(feature, NumericProfile) and feature.count > 0:
-                margin = self.range_margin * (feature.max - feature.min)
-                self._bounds[name] = (feature.min - margin, feature.max + margin)
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the numpy arrays held: the window and the reference (a shared reference
+        counts in every monitor that uses it)."""
+        own = (
+            self._flags,
+            self._totals,
+            self._filled,
+            self._reference_rates,
+            self._bounds,
+            self._other_codes,
+        )
+        return sum(a.nbytes for a in own) + self._reference.nbytes
+
+    def set_reference(self, profile: ModelProfile | FeatureReference) -> None:
+        """Use ``profile`` (or a ready reference) from the next event on, e.g. a profile made
+        elsewhere. Windows keep their null and mismatch history; range and category checks
+        start with the next event."""
+        if isinstance(profile, FeatureReference):
+            if not profile.ready:
+                raise ValueError("set_reference needs a complete reference")
+            self._reference = profile
+        else:
+            self._reference = FeatureReference(self.reference_size, profile=profile)
+        self._use_reference()
 
     def update(
         self, columns: FeatureColumns, kinds: Mapping[str, FeatureKind], timestamps_ms: np.ndarray
@@ -175,176 +210,177 @@ class QualityMonitor:
         n = columns.n
         if np.shape(timestamps_ms) != (n,):
             raise ValueError(f"timestamps_ms must have one entry per row ({n})")
-        split = 0
-        if self._reference is None:
-            split = self._collect(columns, kinds)
-        measures = self._process(columns.slice(0, split), kinds, 0) if split else []
+        # Rows before ``split`` are reference events: their values are not checked against it.
+        split = 0 if self._in_use else self._reference.observe(columns, kinds, self._n_seen)
+        measures = []
+        if split:
+            head = columns.slice(0, split) if split < n else columns
+            measures = self._process(head, kinds, 0, checked=False)
+        if not self._in_use and self._reference.ready:
+            self._use_reference()
         if split < n:
             rest = columns.slice(split, n) if split else columns
-            measures.extend(self._process(rest, kinds, split))
+            measures.extend(self._process(rest, kinds, split, checked=True))
         return measures
 
-    def _collect(self, columns: FeatureColumns, kinds: Mapping[str, FeatureKind]) -> int:
-        """Take first-N reference rows; returns where the batch must be split (0: no split)."""
-        for name, kind in kinds.items():
-            self._ref_kinds.setdefault(name, kind)
-        take = min(self.reference_size - self._ref_rows, columns.n)
-        self._ref_parts.append(columns.slice(0, take))
-        self._ref_rows += take
-        if self._ref_rows < self.reference_size:
-            return 0
-        ref_kinds = dict(sorted(self._ref_kinds.items()))
-        rows = FeatureColumns.concat(self._ref_parts, ref_kinds)
-        self._pending = ModelProfile.from_columns(rows, ref_kinds)
-        return take
+    def _use_reference(self) -> None:
+        """Measure the reference's features from now on, keeping the windows of those
+        already tracked."""
+        reference = self._reference
+        tracked = reference.kinds()
+        k = len(tracked)
+        flags = np.zeros((k, self.window_size), dtype=np.uint8)
+        totals = np.zeros((k, len(_BITS)), dtype=np.int64)
+        filled = np.zeros(k, dtype=np.int64)
+        before = {name: i for i, name in enumerate(self._tracked)}
+        for i, name in enumerate(tracked):
+            j = before.get(name)
+            if j is not None:
+                flags[i], totals[i], filled[i] = self._flags[j], self._totals[j], self._filled[j]
+        self._tracked, self._flags, self._totals, self._filled = tracked, flags, totals, filled
+        numeric = reference.numeric
+        row_of = {name: i for i, name in enumerate(numeric.names)}
+        self._categories = reference.categorical
+        self._reference_rates = np.zeros((k, 3))
+        self._bounds = np.tile([np.inf, -np.inf], (k, 1))
+        self._other_codes = np.full(k, -2, dtype=np.int64)
+        for i, (name, kind) in enumerate(tracked.items()):
+            if kind == "numeric":
+                r = row_of[name]
+                n_rows = int(numeric.n_rows[r])
+                self._reference_rates[i, :2] = [
+                    _rate(int(numeric.n_missing[r]), n_rows),
+                    _rate(int(numeric.n_type_mismatch[r]), n_rows),
+                ]
+                if numeric.count[r] > 0:
+                    low, high = float(numeric.stats[r, 0]), float(numeric.stats[r, 1])
+                    margin = self.range_margin * (high - low)
+                    self._bounds[i] = (low - margin, high + margin)
+            else:
+                category = self._categories[name]
+                self._other_codes[i] = len(category.categories)
+                unseen = category.other_count / category.count if category.count else 0.0
+                self._reference_rates[i] = [
+                    category.null_rate,
+                    category.type_mismatch_rate,
+                    unseen,
+                ]
+        self._in_use = True
+
+    def _track(self, name: str, kind: FeatureKind) -> None:
+        self._tracked[name] = kind
+        self._flags = np.concatenate([self._flags, np.zeros((1, self.window_size), np.uint8)])
+        self._totals = np.concatenate([self._totals, np.zeros((1, len(_BITS)), np.int64)])
+        self._filled = np.append(self._filled, 0)
 
     def _process(
-        self, columns: FeatureColumns, kinds: Mapping[str, FeatureKind], offset: int
+        self, columns: FeatureColumns, kinds: Mapping[str, FeatureKind], offset: int, checked: bool
     ) -> list[QualityMeasure]:
-        reference = self._reference
-        if reference is None:
+        if not self._in_use:
             for name, kind in kinds.items():
                 if name not in self._tracked:
-                    self._tracked[name] = kind
-                    self._tails[name] = np.empty(0, dtype=np.uint8)
+                    self._track(name, kind)
         else:
             for name in columns.kinds():
                 if name not in self._tracked:
                     carried = int(np.count_nonzero(~columns.missing[name]))
                     if carried:
                         self._unexpected[name] = self._unexpected.get(name, 0) + carried
-        n = columns.n
+        flags = self._flag_block(columns, checked)
         lag = self._n_seen % self.every
-        points = np.arange(self.every - 1 - lag, n, self.every)
-        selected = columns.select(self._tracked)
-        tracked = list(self._tracked.items())
-        flags = [self._flags(selected, name, kind) for name, kind in tracked]
-        # Features whose tails are equally long share one window arithmetic: their histories
-        # are stacked and every flag bit of all of them is counted in one cumulative sum.
-        groups: dict[int, list[int]] = {}
-        for i, (name, _) in enumerate(tracked):
-            groups.setdefault(self._tails[name].shape[0], []).append(i)
-        counted: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
-        for length, members in groups.items():
-            ends = length + points + 1
-            starts = np.maximum(ends - self.window_size, 0)
-            sizes = ends - starts
-            # Chunks bound the memory of the running counts for wide models and big batches.
-            step = max(1, _MAX_RUNNING_CELLS // ((length + n + 1) * len(_BITS)))
-            for first in range(0, len(members), step):
-                chunk = members[first : first + step]
-                history = np.concatenate(
-                    [
-                        np.stack([self._tails[tracked[i][0]] for i in chunk]),
-                        np.stack([flags[i] for i in chunk]),
-                    ],
-                    axis=1,
-                )
-                running = np.zeros((len(chunk), length + n + 1, len(_BITS)), dtype=np.int64)
-                np.cumsum(
-                    (history[:, :, None] & _BIT_VALUES) != 0,
-                    axis=1,
-                    dtype=np.int64,
-                    out=running[:, 1:],
-                )
-                counts = running[:, ends] - running[:, starts]
-                for row, i in enumerate(chunk):
-                    counted[i] = (sizes, [counts[row, :, b] for b in range(len(_BITS))])
-                    self._tails[tracked[i][0]] = history[row, -self.window_size :]
-        per_feature = [(name, kind, *counted[i]) for i, (name, kind) in enumerate(tracked)]
-        self._n_seen += n
-        if self._pending is not None:
-            self.set_reference(self._pending)
-            self._pending = None
-        return self._measures(points, offset, per_feature, reference)
+        measures: list[QualityMeasure] = []
+        done = 0
+        for j in range(self.every - 1 - lag, columns.n, self.every):
+            self._push(flags[:, done : j + 1])
+            done = j + 1
+            measures.extend(self._measures(offset + j, checked))
+        self._push(flags[:, done:])
+        self._n_seen += columns.n
+        return measures
 
-    def _flags(self, columns: FeatureColumns, name: str, kind: FeatureKind) -> np.ndarray:
-        missing = columns.missing[name]
-        flags = missing.astype(np.uint8) * _MISSING
-        flags |= columns.type_mismatch[name].astype(np.uint8) * _MISMATCH
-        reference = self._reference
-        if reference is None:
-            return flags
-        profile = reference.features.get(name)
-        if kind == "numeric" and isinstance(profile, NumericProfile):
-            values = columns.numeric[name]
-            checked = ~np.isnan(values)
-            bounds = self._bounds.get(name)
-            outside = (
-                checked & ((values < bounds[0]) | (values > bounds[1]))
-                if bounds is not None
-                else checked
-            )
-        elif kind == "categorical" and isinstance(profile, CategoricalProfile):
-            codes = profile.encode(columns.categorical[name])
-            checked = codes >= 0
-            outside = codes == len(profile.categories)
-        else:
-            return flags
-        flags |= checked.astype(np.uint8) * _CHECKED
-        flags |= outside.astype(np.uint8) * _OUTSIDE
+    def _flag_block(self, columns: FeatureColumns, checked: bool) -> np.ndarray:
+        """The flags of every tracked feature (row) and event (column)."""
+        k, n = len(self._tracked), columns.n
+        missing = np.ones((k, n), dtype=bool)  # absent, or held with another kind: missing
+        mismatch = np.zeros((k, n), dtype=bool)
+        values = np.full((k, n), np.nan)
+        codes: dict[int, np.ndarray] = {}
+        for i, (name, kind) in enumerate(self._tracked.items()):
+            held = (columns.numeric if kind == "numeric" else columns.categorical).get(name)
+            if held is None:
+                continue
+            missing[i], mismatch[i] = columns.missing[name], columns.type_mismatch[name]
+            if not checked:
+                continue
+            if kind == "numeric":
+                values[i] = held
+            else:
+                codes[i] = self._categories[name].encode(held)
+        flags = missing.view(np.uint8) | (mismatch.view(np.uint8) << 1)
+        if checked:
+            usable = ~np.isnan(values)
+            # A feature without usable reference values has bounds (+inf, -inf): all outside.
+            low, high = self._bounds[:, :1], self._bounds[:, 1:]
+            outside = usable & ((values < low) | (values > high))
+            for i, row in codes.items():
+                usable[i] = row >= 0
+                outside[i] = row == self._other_codes[i]
+            flags |= (usable.view(np.uint8) << 2) | (outside.view(np.uint8) << 3)
         return flags
 
-    def _measures(
-        self,
-        points: np.ndarray,
-        offset: int,
-        per_feature: list[tuple[str, FeatureKind, np.ndarray, list[np.ndarray]]],
-        reference: ModelProfile | None,
-    ) -> list[QualityMeasure]:
+    def _push(self, flags: np.ndarray) -> None:
+        """Write events into the window ring, keeping the flag counts of the window."""
+        b = flags.shape[1]
+        if b == 0:
+            return
+        size = self.window_size
+        if b >= size:
+            kept = flags[:, b - size :]
+            self._totals = _bit_counts(kept)
+            self._flags[:, (self._written + b - size + np.arange(size)) % size] = kept
+        else:
+            columns = (self._written + np.arange(b)) % size
+            leaving = self._flags[:, columns]
+            self._totals += _bit_counts(flags) - _bit_counts(leaving)
+            self._flags[:, columns] = flags
+        self._written += b
+        self._filled += b
+
+    def _measures(self, index: int, checked: bool) -> list[QualityMeasure]:
         need = min(self.min_window, self.window_size)
+        sizes = np.minimum(self._filled, self.window_size).tolist()
+        totals = self._totals.tolist()
+        rates = self._reference_rates.tolist() if checked else None
         out: list[QualityMeasure] = []
-        for k, point in enumerate(points.tolist()):
-            index = offset + point
-            for name, kind, sizes, (missing, mismatch, checked, outside) in per_feature:
-                size = int(sizes[k])
-                if size < need:
-                    continue
-                profile = None if reference is None else reference.features.get(name)
-                out.append(
-                    QualityMeasure(
-                        name,
-                        "null_rate",
-                        int(missing[k]) / size,
-                        size,
-                        None if profile is None else profile.null_rate,
-                        index,
-                    )
+        for i, (name, kind) in enumerate(self._tracked.items()):
+            size = sizes[i]
+            if size < need:
+                continue
+            missing, mismatch, n_checked, outside = totals[i]
+            null_ref, mismatch_ref, unseen_ref = (None, None, None) if rates is None else rates[i]
+            out.append(QualityMeasure(name, "null_rate", missing / size, size, null_ref, index))
+            out.append(
+                QualityMeasure(
+                    name, "type_mismatch_rate", mismatch / size, size, mismatch_ref, index
                 )
-                out.append(
-                    QualityMeasure(
-                        name,
-                        "type_mismatch_rate",
-                        int(mismatch[k]) / size,
-                        size,
-                        None if profile is None else profile.type_mismatch_rate,
-                        index,
-                    )
-                )
-                n_checked = int(checked[k])
-                if profile is None or n_checked == 0:
-                    continue
-                if kind == "numeric":
-                    out.append(
-                        QualityMeasure(
-                            name,
-                            "out_of_range_rate",
-                            int(outside[k]) / n_checked,
-                            n_checked,
-                            0.0,
-                            index,
-                        )
-                    )
-                elif isinstance(profile, CategoricalProfile):
-                    ref_unseen = profile.other_count / profile.count if profile.count else 0.0
-                    out.append(
-                        QualityMeasure(
-                            name,
-                            "unseen_category_rate",
-                            int(outside[k]) / n_checked,
-                            n_checked,
-                            ref_unseen,
-                            index,
-                        )
-                    )
+            )
+            if rates is None or n_checked == 0:
+                continue
+            metric: QualityMetric = "out_of_range_rate"
+            reference_value: float | None = 0.0
+            if kind != "numeric":
+                metric, reference_value = "unseen_category_rate", unseen_ref
+            out.append(
+                QualityMeasure(name, metric, outside / n_checked, n_checked, reference_value, index)
+            )
         return out
+
+
+def _bit_counts(flags: np.ndarray) -> np.ndarray:
+    """Per feature (row), how many events (columns) have each flag of :data:`_BITS` set."""
+    bits = np.unpackbits(flags[:, :, None], axis=2)  # most significant bit first
+    return np.asarray(bits.sum(axis=1, dtype=np.int64)[:, _BIT_COLUMNS])
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole > 0 else 0.0

@@ -61,6 +61,19 @@ class Threshold(_Strict):
     def _one_level(self) -> Threshold:
         if self.warning is None and self.critical is None:
             raise ValueError("needs at least one of 'warning' or 'critical'")
+        if self.warning is not None and self.critical is not None:
+            # Relative levels are sizes of a change; absolute ones are values of the metric.
+            larger_is_worse = self.relative or self.metric in HIGHER_IS_WORSE
+            if larger_is_worse and not self.critical > self.warning:
+                raise ValueError(
+                    f"'critical' ({self.critical}) must be above 'warning' ({self.warning})"
+                    + (" (relative levels are sizes of a change)" if self.relative else "")
+                )
+            if not larger_is_worse and not self.critical < self.warning:
+                raise ValueError(
+                    f"'critical' ({self.critical}) must be below 'warning' ({self.warning}) "
+                    f"for {self.metric}, where lower is worse"
+                )
         return self
 
 
@@ -73,6 +86,9 @@ def _default_thresholds() -> list[Threshold]:
 
 class KpiSettings(_Strict):
     enabled: bool = True
+    """False: no KPI window, reference or threshold (label-metric thresholds included) and no
+    ``kpi_threshold`` alert. Label coverage and delay are still tracked for the KPI snapshot,
+    whose model KPIs are then None and whose window is empty."""
     window: Literal["count", "time"] = "count"
     size: int = Field(default=1000, ge=10)
     duration_s: float | None = Field(default=None, gt=0)
@@ -126,6 +142,14 @@ class QualityLevels(_Strict):
     warning: float | None = None
     critical: float | None = None
 
+    @model_validator(mode="after")
+    def _ordered(self) -> QualityLevels:
+        if self.warning is not None and self.critical is not None and self.critical <= self.warning:
+            raise ValueError(
+                f"'critical' ({self.critical}) must be above 'warning' ({self.warning})"
+            )
+        return self
+
 
 class QualitySettings(_Strict):
     enabled: bool = True
@@ -158,3 +182,19 @@ class MonitorSettings(_Strict):
     """A new ``model_version`` starts a new generation (fresh references, baselines and detectors;
     the old version's firing alerts resolve as superseded), or, with ``keep``, goes on being
     judged against the old version's references."""
+
+    @model_validator(mode="after")
+    def _one_profile(self) -> MonitorSettings:
+        # One training profile per model serves data drift, prediction drift and quality.
+        d, p = self.data_drift, self.prediction_drift
+        if p.correction != "bonferroni":
+            raise ValueError(
+                "prediction_drift.correction has no effect: prediction drift tests one column "
+                "(the score, or the predicted class), so there is nothing to correct for"
+            )
+        if d.reference == p.reference == "profile" and d.profile != p.profile:
+            raise ValueError(
+                "data_drift.profile and prediction_drift.profile must name the same file (one "
+                "training profile per model holds its features, score and prediction)"
+            )
+        return self

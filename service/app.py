@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class DriftlineApp:
         self._config = config
         self._config_path = config_path
         self._log = get_logger(component="app")
-        self._pipeline = Pipeline(config, profile_loader=load_profile)
+        self._pipeline = Pipeline(config, profile_loader=load_profile, clock=time.monotonic)
         self._running = False
         self._reload_requested = False
         self._offsets: dict[tuple[str, int], int] = {}
@@ -146,6 +147,9 @@ class DriftlineApp:
                 if messages:
                     self._handle(messages)
                     self._balance()
+                due = self._pipeline.flush_due()
+                if due.alerts or due.dead_letters or due.predictions or due.labeled:
+                    self._publish(due)
                 self._producer.poll(0)
                 now = time.monotonic()
                 if now - last_commit >= processing.commit_interval_s:
@@ -178,6 +182,7 @@ class DriftlineApp:
         self._log.info("stopping")
         deadline = self._config.processing.shutdown_timeout_s
         try:
+            self._publish(self._pipeline.flush())
             self._commit(timeout_s=deadline, force=True)
         finally:
             self._consumer.close()
@@ -190,6 +195,7 @@ class DriftlineApp:
     def _handle(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         records: list[InputRecord] = []
+        append = records.append
         roles = self._roles
         for message in messages:
             error = message.error()
@@ -197,28 +203,26 @@ class DriftlineApp:
                 self._on_message_error(error)
                 continue
             topic = message.topic()
-            assert topic is not None
-            _, timestamp = message.timestamp()
-            records.append(
+            timestamp = message.timestamp()[1]
+            append(
                 InputRecord(
-                    role=roles[topic],
-                    topic=topic,
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                    key=message.key(),
-                    value=message.value(),
-                    timestamp_ms=timestamp if timestamp > 0 else None,
+                    roles[topic],  # type: ignore[index]
+                    topic,  # type: ignore[arg-type]
+                    message.partition() or 0,
+                    message.offset() or 0,
+                    message.key(),
+                    message.value(),
+                    timestamp if timestamp > 0 else None,
                 )
             )
         self._consumed += len(records)
         result = self._pipeline.process(records)
         self._publish(result)
-        consumed: dict[str, int] = {}
-        offsets = self._offsets
-        for record in records:
-            consumed[record.topic] = consumed.get(record.topic, 0) + 1
-            # Offsets are stored only now, after the batch's outputs were produced.
-            offsets[(record.topic, record.partition)] = record.offset + 1
+        # Offsets are stored only now, after the batch's outputs were produced (the commit still
+        # stops at any record waiting in a model's buffer).
+        positions = {(r.topic, r.partition): r.offset + 1 for r in records}
+        self._offsets.update(positions)
+        consumed = Counter(r.topic for r in records)
         for topic, count in consumed.items():
             self._consumed_counters[topic].inc(count)
         metrics.BATCH_SIZE.observe(len(records))
@@ -335,8 +339,10 @@ class DriftlineApp:
             metrics.COMMITS.labels("deferred").inc()
             self._log.warning("commit_deferred", undelivered=remaining)
             return
+        # A record still waiting in a model's buffer is not processed: the commit stops at it.
+        held = self._pipeline.held_offsets()
         offsets = [
-            TopicPartition(topic, partition, offset)
+            TopicPartition(topic, partition, min(offset, held.get((topic, partition), offset)))
             for (topic, partition), offset in self._offsets.items()
             if partitions is None or partition in partitions
         ]
@@ -438,7 +444,12 @@ class DriftlineApp:
                 metrics.SNAPSHOTS.labels("refused").inc()
                 self._log.error("snapshot_refused", error=str(exc))
                 continue
-            self._pipeline.restore(snapshot.task)
+            try:
+                self._pipeline.restore(snapshot.task)
+            except ValueError as exc:
+                metrics.SNAPSHOTS.labels("refused").inc()
+                self._log.error("snapshot_refused", task=snapshot.partition, error=str(exc))
+                continue
             for tp in partitions:
                 if tp.partition == snapshot.partition and tp.topic in snapshot.offsets:
                     tp.offset = snapshot.offsets[tp.topic]
@@ -466,9 +477,17 @@ class DriftlineApp:
         wanted: set[tuple[str, int]] = set()
         for partition, task in self._pipeline.tasks.items():
             join = task.join
-            ahead = side_ahead(join.prediction_watermark_ms, join.outcome_watermark_ms, max_skew_ms)
+            watermarks = (join.prediction_watermark_ms, join.outcome_watermark_ms)
+            ahead = side_ahead(*watermarks, max_skew_ms)
             if ahead is None:
-                continue
+                # Near the cap any lead counts: with many models a task's join can fill within
+                # max_skew_s of event time, and evicting loses entries whose partner is unread.
+                ahead = side_ahead(*watermarks, 0)
+                waiting_ahead = (
+                    join.waiting_predictions if ahead == "prediction" else join.waiting_outcomes
+                )
+                if ahead is None or waiting_ahead <= cap * 3 // 4:
+                    continue
             if ahead == "prediction":
                 ahead_topic, behind_topic = topics.predictions, topics.outcomes
                 waiting = join.waiting_predictions
@@ -525,6 +544,8 @@ class DriftlineApp:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = {tp.partition for tp in partitions}
         try:
+            # Everything read from the revoked tasks is observed and out before the commit.
+            self._publish(self._pipeline.flush(tasks))
             self._commit(partitions=tasks, force=True)
         except KafkaError as exc:
             self._log.error("commit_on_revoke_failed", error=str(exc))
@@ -636,6 +657,7 @@ class DriftlineApp:
             metrics.CONFIG_RELOADS.labels("error").inc()
             self._log.error("config_reload_failed", error=str(exc))
             return
+        self._publish(self._pipeline.flush())
         reset = self._pipeline.reconfigure(config)
         self._config = config
         metrics.CONFIG_RELOADS.labels("ok").inc()

@@ -77,9 +77,15 @@ class ProcessingSettings(_Strict):
     """When one input topic of a task is this far ahead of the other in event time, its waiting
     join entries fill half of ``limits.join_max_entries`` and the other topic still has unread
     messages, the one ahead is paused until its entries are down to a quarter: a backlog then
-    never overflows the join."""
+    never overflows the join. At three quarters of the cap any lead pauses it."""
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     replay_batch_size: int = Field(default=1000, ge=1)
+    min_model_batch: int = Field(default=256, ge=1)
+    """A model's events are observed once this many (predictions, labelled and expired
+    predictions together) are waiting, ..."""
+    max_buffer_ms: int = Field(default=500, ge=0)
+    """... or once the oldest of them has waited this long (processing time; ``driftline run``
+    only). Buffering changes when alerts go out, never which."""
 
 
 class LimitSettings(_Strict):

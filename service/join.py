@@ -7,30 +7,29 @@ outcomes of its partition have moved ``max_wait_ms`` past it, and an outcome onc
 have. Reading one topic ahead therefore never expires entries whose partner is merely unread, and
 a replay ages entries exactly as the live service did. Buffers keep arrival order (dicts), which
 is event-time order up to producer disorder, so expiry pops from the front.
+
+Entries are opaque to the join: the pipeline keeps in them what it needs of a waiting event (a
+few scalars of a prediction, the raw record of an outcome), never the whole decoded event.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from detectors.events import Labeled, Outcome, Prediction
-
-K = TypeVar("K")
-V = TypeVar("V")
+Key = tuple[str, str]
+"""(model_id, event_id)."""
 
 
 @dataclass(slots=True)
 class Expired:
-    """What left the buffers unmatched.
+    """What left the buffers unmatched, as ``(key, entry)``.
 
     Predictions lower label coverage; outcomes become dead letters.
     """
 
-    predictions: list[Prediction] = field(default_factory=list)
-    # Each unmatched outcome with the opaque handle it was buffered with (the raw record, which
-    # the service dead-letters unchanged).
-    outcomes: list[tuple[Outcome, object]] = field(default_factory=list)
+    predictions: list[tuple[Key, Any]] = field(default_factory=list)
+    outcomes: list[tuple[Key, Any]] = field(default_factory=list)
     # Entries pushed out by the size cap rather than by age (a subset of the lists above).
     evicted: int = 0
 
@@ -44,6 +43,20 @@ class JoinBuffer:
         How long (event time) an entry waits for its partner before it expires.
     max_entries
         Cap on entries per side; the oldest entry is evicted (and expires) beyond it.
+
+    Examples
+    --------
+    >>> join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
+    >>> join.add_outcome(("m", "e1"), 400, "outcome-1", expired) is None
+    True
+    >>> join.add_prediction(("m", "e1"), 100, "prediction-1", expired)
+    'outcome-1'
+    >>> join.add_prediction(("m", "e2"), 500, "prediction-2", expired) is None
+    True
+    >>> join.add_outcome(("m", "e3"), 2000, "outcome-3", expired)  # e2 ages by the outcomes
+    >>> join.expire(expired)
+    >>> expired.predictions
+    [(('m', 'e2'), 'prediction-2')]
     """
 
     def __init__(self, max_wait_ms: int, max_entries: int) -> None:
@@ -53,8 +66,8 @@ class JoinBuffer:
             raise ValueError("max_entries must be at least 1")
         self.max_wait_ms = max_wait_ms
         self.max_entries = max_entries
-        self._predictions: dict[tuple[str, str], tuple[int, Prediction]] = {}
-        self._outcomes: dict[tuple[str, str], tuple[int, tuple[Outcome, object]]] = {}
+        self._predictions: dict[Key, tuple[int, Any]] = {}
+        self._outcomes: dict[Key, tuple[int, Any]] = {}
         self._prediction_watermark_ms = 0
         self._outcome_watermark_ms = 0
 
@@ -79,36 +92,32 @@ class JoinBuffer:
     def waiting_outcomes(self) -> int:
         return len(self._outcomes)
 
-    def contains_prediction(self, model_id: str, event_id: str) -> bool:
-        return (model_id, event_id) in self._predictions
+    def contains_prediction(self, key: Key) -> bool:
+        return key in self._predictions
 
-    def add_prediction(self, prediction: Prediction, expired: Expired) -> Labeled | None:
-        """Buffer ``prediction``, or pair it with an outcome that arrived first."""
-        self._prediction_watermark_ms = max(self._prediction_watermark_ms, prediction.timestamp_ms)
-        key = (prediction.model_id, prediction.event_id)
+    def add_prediction(self, key: Key, timestamp_ms: int, entry: Any, expired: Expired) -> Any:
+        """Buffer a prediction; or, when its outcome arrived first, return that outcome's entry."""
+        self._prediction_watermark_ms = max(self._prediction_watermark_ms, timestamp_ms)
         waiting = self._outcomes.pop(key, None)
         if waiting is not None:
-            return pair(prediction, waiting[1][0])
-        self._predictions[key] = (prediction.timestamp_ms, prediction)
-        if len(self._predictions) > self.max_entries:
-            _, (_, oldest) = _pop_first(self._predictions)
-            expired.predictions.append(oldest)
+            return waiting[1]
+        buffer = self._predictions
+        buffer[key] = (timestamp_ms, entry)
+        if len(buffer) > self.max_entries:
+            expired.predictions.append(_pop_first(buffer))
             expired.evicted += 1
         return None
 
-    def add_outcome(
-        self, outcome: Outcome, expired: Expired, handle: object = None
-    ) -> Labeled | None:
-        """Pair ``outcome`` with its buffered prediction, or buffer it until that comes."""
-        self._outcome_watermark_ms = max(self._outcome_watermark_ms, outcome.timestamp_ms)
-        key = (outcome.model_id, outcome.event_id)
+    def add_outcome(self, key: Key, timestamp_ms: int, entry: Any, expired: Expired) -> Any:
+        """Return the entry of the outcome's waiting prediction, or buffer the outcome."""
+        self._outcome_watermark_ms = max(self._outcome_watermark_ms, timestamp_ms)
         waiting = self._predictions.pop(key, None)
         if waiting is not None:
-            return pair(waiting[1], outcome)
-        self._outcomes[key] = (outcome.timestamp_ms, (outcome, handle))
-        if len(self._outcomes) > self.max_entries:
-            _, (_, oldest) = _pop_first(self._outcomes)
-            expired.outcomes.append(oldest)
+            return waiting[1]
+        buffer = self._outcomes
+        buffer[key] = (timestamp_ms, entry)
+        if len(buffer) > self.max_entries:
+            expired.outcomes.append(_pop_first(buffer))
             expired.evicted += 1
         return None
 
@@ -128,45 +137,18 @@ class JoinBuffer:
                 del buffer[key]
 
 
-def _expire_front(buffer: dict[Any, tuple[int, Any]], horizon_ms: int, sink: list[Any]) -> None:
+def _expire_front(
+    buffer: dict[Key, tuple[int, Any]], horizon_ms: int, sink: list[tuple[Key, Any]]
+) -> None:
     while buffer:
         key = next(iter(buffer))
         timestamp_ms, entry = buffer[key]
         if timestamp_ms >= horizon_ms:
             return
         del buffer[key]
-        sink.append(entry)
+        sink.append((key, entry))
 
 
-def pair(prediction: Prediction, outcome: Outcome) -> Labeled:
-    return Labeled(
-        event_id=prediction.event_id,
-        model_id=prediction.model_id,
-        model_version=prediction.model_version,
-        prediction=prediction.prediction,
-        score=prediction.score,
-        label=outcome.label,
-        predicted_at_ms=prediction.timestamp_ms,
-        labeled_at_ms=outcome.timestamp_ms,
-        source=outcome.source,
-    )
-
-
-def self_labeled(outcome: Outcome) -> Labeled:
-    """An outcome that carries its own prediction: no join needed."""
-    return Labeled(
-        event_id=outcome.event_id,
-        model_id=outcome.model_id,
-        model_version=outcome.model_version,
-        prediction=outcome.prediction,
-        score=outcome.score,
-        label=outcome.label,
-        predicted_at_ms=outcome.timestamp_ms,
-        labeled_at_ms=outcome.timestamp_ms,
-        source=outcome.source,
-    )
-
-
-def _pop_first(buffer: dict[K, V]) -> tuple[K, V]:
+def _pop_first(buffer: dict[Key, tuple[int, Any]]) -> tuple[Key, Any]:
     key = next(iter(buffer))
-    return key, buffer.pop(key)
+    return key, buffer.pop(key)[1]

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from detectors.events import Labeled, Outcome, Prediction, Source
 from detectors.monitor import ModelMonitor
 from detectors.reference import ModelProfile
 from detectors.settings import MonitorSettings
+from service.buffer import ModelBuffer
 from service.config import Config
-from service.decode import DecodeError, DecodeLimits, decode_outcome, decode_prediction
-from service.join import Expired, JoinBuffer, self_labeled
+from service.decode import BatchDecoder, DecodeError, DecodeLimits
+from service.join import Expired, JoinBuffer
 
 Role = Literal["prediction", "outcome"]
+# Version of what a snapshot of a ``Task`` holds; older snapshots are refused on restore.
+TASK_FORMAT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
+class InputRecord(NamedTuple):
+    """One message read from an input topic (a named tuple: one is built per message)."""
+
     role: Role
     topic: str
     partition: int
@@ -61,42 +64,16 @@ class ModelFailedError(Exception):
         self.cause = cause
 
 
-class _ModelBatches:
-    """One batch's events grouped by (partition, model_id), in first-seen order."""
-
-    def __init__(self) -> None:
-        self.predictions: dict[tuple[int, str], list[Prediction]] = {}
-        self.labeled: dict[tuple[int, str], list[Labeled]] = {}
-        self.expired: dict[tuple[int, str], list[Prediction]] = {}
-        # The raw records behind each model's events, dead-lettered if the model fails.
-        self.records: dict[tuple[int, str], list[InputRecord]] = {}
-
-    def add_prediction(
-        self, key: tuple[int, str], prediction: Prediction, record: InputRecord
-    ) -> None:
-        self.predictions.setdefault(key, []).append(prediction)
-        self.records.setdefault(key, []).append(record)
-
-    def add_labeled(self, key: tuple[int, str], pair: Labeled, record: InputRecord) -> None:
-        self.labeled.setdefault(key, []).append(pair)
-        if record.role == "outcome":
-            self.records.setdefault(key, []).append(record)
-
-    def add_expired(self, key: tuple[int, str], prediction: Prediction) -> None:
-        self.expired.setdefault(key, []).append(prediction)
-
-    def model_keys(self) -> list[tuple[int, str]]:
-        # dict order is first-seen order, so the output order is deterministic.
-        return list(dict.fromkeys([*self.predictions, *self.labeled, *self.expired]))
-
-
 class Task:
-    """State of one partition of both input topics."""
+    """State of one partition of both input topics: the join, and per model its monitor and the
+    events read but not yet observed."""
 
     def __init__(self, partition: int, join: JoinBuffer) -> None:
         self.partition = partition
         self.join = join
         self.monitors: dict[str, ModelMonitor] = {}
+        self.buffers: dict[str, ModelBuffer] = {}
+        self.format = TASK_FORMAT
 
 
 ProfileLoader = Callable[[str], ModelProfile]
@@ -105,13 +82,22 @@ ProfileLoader = Callable[[str], ModelProfile]
 class Pipeline:
     """Decode, join, route to one ``ModelMonitor`` per model, collect outputs."""
 
-    def __init__(self, config: Config, profile_loader: ProfileLoader | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        profile_loader: ProfileLoader | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._config = config
         self._limits = DecodeLimits(
             max_message_bytes=config.limits.max_message_bytes,
             max_features=config.limits.max_features,
         )
         self._profile_loader = profile_loader
+        self._decoder = BatchDecoder(self._limits)
+        # Processing time (seconds) for ``max_buffer_ms``; without one (replay), a model's
+        # events wait only for ``min_model_batch`` or an explicit ``flush``.
+        self._clock = clock
         self._settings_cache: dict[str, MonitorSettings] = {}
         self._tasks: dict[int, Task] = {}
         self.failed_models: set[str] = set()
@@ -142,6 +128,11 @@ class Pipeline:
 
     def restore(self, task: Task) -> None:
         """Adopt a task restored from a snapshot, under the current config."""
+        if getattr(task, "format", None) != TASK_FORMAT:
+            raise ValueError(
+                f"task state format {getattr(task, 'format', 1)} is not {TASK_FORMAT}; "
+                "the task starts fresh"
+            )
         self._reconcile(task)
         self._tasks[task.partition] = task
 
@@ -155,6 +146,7 @@ class Pipeline:
         for model_id in list(task.monitors):
             if not self._config.is_monitored(model_id):
                 del task.monitors[model_id]
+                task.buffers.pop(model_id, None)
                 task.join.drop_model(model_id)
                 reset.append(model_id)
             elif task.monitors[model_id].settings != self._settings(model_id):
@@ -183,63 +175,208 @@ class Pipeline:
         return [model_id for task in self._tasks.values() for model_id in self._reconcile(task)]
 
     def process(self, records: Sequence[InputRecord]) -> BatchResult:
+        """Decode, join and buffer ``records``; observe every model whose buffer is due."""
         result = BatchResult()
-        batch = _ModelBatches()
+        roles = [record.role == "prediction" for record in records]
+        values = [record.value for record in records]
+        predictions, prediction_errors = self._decoder.decode_predictions(
+            [v for v, is_prediction in zip(values, roles, strict=True) if is_prediction]
+        )
+        outcomes, outcome_errors = self._decoder.decode_outcomes(
+            [v for v, is_prediction in zip(values, roles, strict=True) if not is_prediction]
+        )
+        errors = {
+            **{("p", i): e for i, e in prediction_errors},
+            **{("o", i): e for i, e in outcome_errors},
+        }
+        threshold = self._config.processing.min_model_batch
+        clock = self._clock
+        now = clock() if clock is not None else None
         expired_by_task: dict[int, Expired] = {}
-        limits = self._limits
-        for record in records:
-            task = self._tasks.get(record.partition)
-            if task is None:
-                self.assign([record.partition])
-                task = self._tasks[record.partition]
-            expired = expired_by_task.get(record.partition)
-            if expired is None:
-                expired = expired_by_task[record.partition] = Expired()
-            source = Source(record.topic, record.partition, record.offset)
-            pair: Labeled | None
+        tasks = self._tasks
+        pi = oi = 0
+        partition = -1
+        task: Task | None = None
+        expired = Expired()
+        for record, is_prediction in zip(records, roles, strict=True):
+            if record.partition != partition:
+                partition = record.partition
+                task = tasks.get(partition)
+                if task is None:
+                    self.assign([partition])
+                    task = tasks[partition]
+                expired = expired_by_task.setdefault(partition, Expired())
+            assert task is not None
+            if is_prediction:
+                doc = predictions[pi]
+                position = ("p", pi)
+                pi += 1
+            else:
+                doc = outcomes[oi]
+                position = ("o", oi)
+                oi += 1
+            if doc is None:
+                error = errors[position]
+                result.dead_letters.append(DeadLetter(record, error.reason, error.detail))
+                continue
+            model_id = doc.model_id
+            buffer = task.buffers.get(model_id)
             try:
-                if record.role == "prediction":
-                    prediction = decode_prediction(record.value, source, limits)
-                    key = (record.partition, prediction.model_id)
-                    self._admit(task, prediction.model_id)
-                    if task.join.contains_prediction(prediction.model_id, prediction.event_id):
-                        raise DecodeError(
-                            "duplicate_event_id",
-                            f"a prediction with event_id {prediction.event_id!r} is already "
-                            "waiting for its outcome",
-                        )
-                    batch.add_prediction(key, prediction, record)
-                    pair = task.join.add_prediction(prediction, expired)
+                if buffer is None:
+                    buffer = self._admit(task, model_id)
+                if is_prediction:
+                    self._add_prediction(task, buffer, doc, record, expired)
                 else:
-                    outcome = decode_outcome(record.value, source, limits)
-                    key = (record.partition, outcome.model_id)
-                    self._admit(task, outcome.model_id)
-                    pair = self._join_outcome(task, outcome, record, expired)
+                    self._add_outcome(task, buffer, doc, record, expired)
             except DecodeError as exc:
                 result.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
             except ModelFailedError as exc:
-                self._fail(key[1], exc.cause, [record], result)
+                self._fail(model_id, exc.cause, [record], result)
                 continue
-            if pair is not None:
-                batch.add_labeled(key, pair, record)
+            if buffer.since is None:
+                buffer.since = now
+            if buffer.n >= threshold:
+                self._observe(task, model_id, buffer, result)
         for partition, expired in expired_by_task.items():
             self._tasks[partition].join.expire(expired)
-            self._collect_expired(partition, expired, batch, result)
-        for key in batch.model_keys():
-            self._observe(key, batch, result)
+            self._collect_expired(self._tasks[partition], expired, result, now)
+        if now is not None:
+            self._observe_due(now, result)
         return result
 
-    def _join_outcome(
-        self, task: Task, outcome: Outcome, record: InputRecord, expired: Expired
-    ) -> Labeled | None:
-        if outcome.self_contained:
-            return self_labeled(outcome)
-        return task.join.add_outcome(outcome, expired, record)
+    def flush(self, partitions: Iterable[int] | None = None) -> BatchResult:
+        """Observe every waiting event (of ``partitions``, or of all tasks): before a commit that
+        must cover everything read, such as on revoke or shutdown, and at the end of a replay."""
+        result = BatchResult()
+        wanted = None if partitions is None else set(partitions)
+        for partition, task in self._tasks.items():
+            if wanted is None or partition in wanted:
+                for model_id, buffer in list(task.buffers.items()):
+                    if buffer.n:
+                        self._observe(task, model_id, buffer, result)
+        return result
 
-    def _admit(self, task: Task, model_id: str) -> None:
+    def flush_due(self) -> BatchResult:
+        """Observe the models whose oldest waiting event has waited ``max_buffer_ms``."""
+        result = BatchResult()
+        if self._clock is not None:
+            self._observe_due(self._clock(), result)
+        return result
+
+    def held_offsets(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), the lowest offset of a record read but not yet observed: the
+        committed offset must not pass it, or a crash would lose the record."""
+        held: dict[tuple[str, int], int] = {}
+        for partition, task in self._tasks.items():
+            for buffer in task.buffers.values():
+                for topic, offset in buffer.first_offsets().items():
+                    key = (topic, partition)
+                    if offset < held.get(key, offset + 1):
+                        held[key] = offset
+        return held
+
+    def _observe_due(self, now: float, result: BatchResult) -> None:
+        wait_s = self._config.processing.max_buffer_ms / 1000.0
+        for task in self._tasks.values():
+            for model_id, buffer in list(task.buffers.items()):
+                if buffer.n and buffer.since is not None and now - buffer.since >= wait_s:
+                    self._observe(task, model_id, buffer, result)
+
+    def _add_prediction(
+        self,
+        task: Task,
+        buffer: ModelBuffer,
+        doc: Any,
+        record: InputRecord,
+        expired: Expired,
+    ) -> None:
+        key = (doc.model_id, doc.event_id)
+        join = task.join
+        if join.contains_prediction(key):
+            raise DecodeError(
+                "duplicate_event_id",
+                f"a prediction with event_id {doc.event_id!r} is already waiting for its outcome",
+            )
+        if not buffer.predictions:
+            buffer.prediction_topic = record.topic
+        buffer.predictions.append(doc)
+        buffer.prediction_offsets.append(record.offset)
+        buffer.records.append(record)
+        buffer.n += 1
+        timestamp = doc.timestamp
+        outcome = join.add_prediction(
+            key, timestamp, (doc.model_version, doc.prediction, doc.score, timestamp), expired
+        )
+        if outcome is not None:
+            label, labeled_at, topic, offset, _ = outcome
+            buffer.labeled.append(
+                (
+                    doc.model_version,
+                    doc.prediction,
+                    doc.score,
+                    timestamp,
+                    label,
+                    labeled_at,
+                    topic,
+                    offset,
+                )
+            )
+            buffer.n += 1
+
+    def _add_outcome(
+        self,
+        task: Task,
+        buffer: ModelBuffer,
+        doc: Any,
+        record: InputRecord,
+        expired: Expired,
+    ) -> None:
+        timestamp = doc.timestamp
+        if doc.prediction is not None:
+            # An outcome that carries its own prediction needs no join.
+            buffer.labeled.append(
+                (
+                    doc.model_version,
+                    doc.prediction,
+                    doc.score,
+                    timestamp,
+                    doc.label,
+                    timestamp,
+                    record.topic,
+                    record.offset,
+                )
+            )
+        else:
+            waiting = task.join.add_outcome(
+                (doc.model_id, doc.event_id),
+                timestamp,
+                (doc.label, timestamp, record.topic, record.offset, record),
+                expired,
+            )
+            if waiting is None:
+                return
+            version, prediction, score, predicted_at = waiting
+            buffer.labeled.append(
+                (
+                    version,
+                    prediction,
+                    score,
+                    predicted_at,
+                    doc.label,
+                    timestamp,
+                    record.topic,
+                    record.offset,
+                )
+            )
+        buffer.records.append(record)
+        buffer.n += 1
+
+    def _admit(self, task: Task, model_id: str) -> ModelBuffer:
+        """Start monitoring a model read for the first time on this task; its buffer."""
         if model_id in task.monitors:
-            return
+            buffer = task.buffers[model_id] = ModelBuffer()
+            return buffer
         if not self._config.is_monitored(model_id):
             raise DecodeError("unknown_model", f"model_id {model_id!r} is not configured")
         if self.model_count >= self._config.limits.max_models:
@@ -252,7 +389,8 @@ class Pipeline:
         if cause is None:
             try:
                 task.monitors[model_id] = self._new_monitor(model_id)
-                return
+                buffer = task.buffers[model_id] = ModelBuffer()
+                return buffer
             except Exception as exc:  # a broken model (e.g. an unreadable profile) fails alone
                 # Remembered until the next reload, so a broken model costs no I/O per event.
                 cause = self._unstartable[model_id] = exc
@@ -281,44 +419,46 @@ class Pipeline:
         return ModelMonitor(model_id, settings, profile=profile)
 
     def _collect_expired(
-        self, partition: int, expired: Expired, batch: _ModelBatches, result: BatchResult
+        self, task: Task, expired: Expired, result: BatchResult, now: float | None
     ) -> None:
         result.evicted += expired.evicted
-        for prediction in expired.predictions:
-            batch.add_expired((partition, prediction.model_id), prediction)
-        for outcome, handle in expired.outcomes:
-            assert isinstance(handle, InputRecord)
+        for (model_id, _), (version, _, _, timestamp) in expired.predictions:
+            buffer = task.buffers.get(model_id)
+            if buffer is not None:
+                buffer.expired.append((version, timestamp))
+                buffer.n += 1
+                if buffer.since is None:
+                    buffer.since = now
+        for (_, event_id), (*_, record) in expired.outcomes:
             result.dead_letters.append(
                 DeadLetter(
-                    handle,
+                    record,
                     "unmatched_outcome",
-                    f"no prediction with event_id {outcome.event_id!r} arrived within "
+                    f"no prediction with event_id {event_id!r} arrived within "
                     f"{self._config.processing.join_wait_s:g} s of event time",
                 )
             )
 
-    def _observe(self, key: tuple[int, str], batch: _ModelBatches, result: BatchResult) -> None:
-        partition, model_id = key
-        task = self._tasks.get(partition)
-        monitor = task.monitors.get(model_id) if task is not None else None
+    def _observe(self, task: Task, model_id: str, buffer: ModelBuffer, result: BatchResult) -> None:
+        """One monitor call with everything the model's buffer holds; the buffer empties."""
+        monitor = task.monitors.get(model_id)
+        predictions, labeled, expired = buffer.batches(task.partition)
+        records = buffer.records
+        buffer.clear()
         if monitor is None:
             return
-        preds = batch.predictions.get(key, [])
-        pairs = batch.labeled.get(key, [])
-        aged = batch.expired.get(key, [])
         try:
-            alerts = monitor.observe(preds, pairs, aged)
+            alerts = monitor.observe(predictions, labeled, expired)
         except Exception as exc:
             # One model's failure must not stop the others. Its monitor restarts from empty
-            # state and the events of this batch are dead-lettered, so they can be replayed.
-            assert task is not None
+            # state and the events of this call are dead-lettered, so they can be replayed.
             task.monitors[model_id] = self._new_monitor(model_id)
-            self._fail(model_id, exc, batch.records.get(key, []), result)
+            self._fail(model_id, exc, records, result)
             return
         self.failed_models.discard(model_id)
-        result.predictions += len(preds)
-        result.labeled += len(pairs)
-        result.expired_predictions += len(aged)
+        result.predictions += predictions.n
+        result.labeled += labeled.n
+        result.expired_predictions += expired.n
         result.alerts.extend(alerts)
 
     def _fail(

@@ -13,7 +13,7 @@ from typing import IO, Any
 import orjson
 
 from service.config import Config
-from service.pipeline import DeadLetter, InputRecord, Pipeline, ProfileLoader, Role
+from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, ProfileLoader, Role
 
 _ROLES: dict[str, Role] = {"predictions": "prediction", "outcomes": "outcome"}
 
@@ -62,8 +62,7 @@ def replay(
     counts = [0, 0, 0]
     batch: list[InputRecord] = []
 
-    def flush() -> None:
-        result = pipeline.process(batch)
+    def write(result: BatchResult) -> None:
         for alert in result.alerts:
             sink.write(orjson.dumps(alert, option=orjson.OPT_SORT_KEYS) + b"\n")
         counts[1] += len(result.alerts)
@@ -72,7 +71,6 @@ def replay(
         for letter in result.dead_letters:
             _write_dead_letter(letter, dead_letters)
         counts[2] += len(result.dead_letters)
-        batch.clear()
 
     for item in read_records(source):
         counts[0] += 1
@@ -82,8 +80,11 @@ def replay(
             continue
         batch.append(item)
         if len(batch) >= batch_size:
-            flush()
-    flush()
+            write(pipeline.process(batch))
+            batch.clear()
+    write(pipeline.process(batch))
+    # The events still waiting in models' buffers (``processing.min_model_batch``).
+    write(pipeline.flush())
     return counts[0], counts[1], counts[2]
 
 

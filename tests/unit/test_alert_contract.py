@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -294,3 +295,18 @@ def test_quality_confidence_and_resolve_evaluations_do_what_they_say() -> None:
     assert resolved is not None and resolved_slow is not None
     # Quality is evaluated every 100 events.
     assert resolved_slow - resolved >= 7 * 100
+
+
+@pytest.mark.parametrize("correction", ["holm", "benjamini_hochberg"])
+def test_a_persistent_shift_does_not_flap_under_step_down_corrections(correction: str) -> None:
+    """Holm's and Benjamini–Hochberg's levels move with the other features' p-values (here x0
+    and x1 both shift for good); a firing alert is judged against the level it fired at, so a
+    shift that stays never resolves, and each identity fires once."""
+    from tests.unit.test_settings_effect import BASE, FOREVER, drift_stream, merged, run
+
+    settings_ = merged(BASE, {"data_drift": {"enabled": True, "correction": correction}})
+    stream = drift_stream("data_drift", shift_x1=2.0, n=3000, changes=((600, FOREVER),))
+    result = run(json.dumps(settings_), stream, "predictions")
+    fired = Counter(identity(a) for a in result.alerts if a["status"] == "firing")
+    assert {f for _, _, f, _ in fired} == {"x0", "x1"} and max(fired.values()) == 1, fired
+    assert [a for a in result.alerts if a["status"] == "resolved"] == []

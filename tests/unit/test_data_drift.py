@@ -258,7 +258,7 @@ def test_count_window_is_the_last_n_events_for_any_batch_split(
         if start <= prefix:
             continue
         lo = max(prefix, start - window_size)
-        expected_x = stream.numeric["x"][lo:start]
+        expected_x = stream.numeric["x"][lo:start].astype(np.float32)  # windows hold float32
         assert np.array_equal(monitor.window_values("x"), expected_x, equal_nan=True)
         codes = monitor.window_values("c")
         expected_c = stream.categorical["c"][lo:start]

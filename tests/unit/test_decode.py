@@ -180,3 +180,136 @@ def test_decoder_accepts_exactly_what_the_schema_accepts(event: dict[str, object
     except DecodeError:
         accepted = False
     assert accepted == PREDICTION.is_valid(event)
+
+
+# -- the batch decoder agrees with the per-message decoders ---------------------------------------
+
+_ANY_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, 1.0, 0.5, -0.0, 1.0000001, 1e308]),
+    st.text(max_size=5),
+)
+_ODD = st.one_of(
+    _ANY_SCALAR,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), _ANY_SCALAR, max_size=3),
+)
+_FIELD_VALUES = {
+    "event_id": st.one_of(st.sampled_from(["e1", "", "x" * 256, "x" * 257, "é"]), _ODD),
+    "model_id": st.one_of(
+        st.sampled_from(["m-1", "m\n", "a b", "M.x_y:z", "m" * 128, "m" * 129, ""]), _ODD
+    ),
+    "model_version": st.one_of(st.sampled_from(["v1", "v" * 129, None]), _ODD),
+    "timestamp": st.one_of(
+        st.sampled_from(
+            [
+                0,
+                -1,
+                2**63,
+                2**64,
+                1.5,
+                "2026-11-27T10:00:00Z",
+                "2026-11-27T10:00:00",
+                "not a time",
+                True,
+            ]
+        ),
+        st.integers(min_value=0, max_value=2**53),
+        _ODD,
+    ),
+    "features": st.one_of(
+        st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _ODD, max_size=4),
+        st.dictionaries(st.text(max_size=3), _ANY_SCALAR, min_size=48, max_size=52),
+        _ODD,
+    ),
+    "prediction": _ODD,
+    "label": _ODD,
+    "score": st.one_of(
+        st.floats(min_value=-0.5, max_value=1.5, allow_nan=False),
+        st.dictionaries(
+            st.sampled_from(["0", "1"]), st.floats(min_value=-0.5, max_value=1.5), max_size=2
+        ),
+        _ODD,
+    ),
+    "segment": st.one_of(
+        st.dictionaries(st.sampled_from(["r"]), st.text(max_size=70), max_size=1), _ODD
+    ),
+    "schema_version": st.one_of(st.sampled_from([1, 2, 1.0, True, None, "1"]), _ODD),
+}
+
+
+@st.composite
+def messages(draw: st.DrawFn, outcome: bool) -> bytes | None:
+    doc: dict[str, object] = (
+        {"event_id": "e1", "model_id": "m-1", "timestamp": 5, "label": 1}
+        if outcome
+        else good_prediction(timestamp=5)
+    )
+    for name in draw(st.lists(st.sampled_from(sorted(_FIELD_VALUES)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            doc[name] = draw(_FIELD_VALUES[name])
+        else:
+            doc.pop(name, None)
+    kind = draw(st.integers(min_value=0, max_value=19))
+    if kind == 0:
+        return None
+    if kind == 1:
+        return draw(st.binary(max_size=20))
+    # The standard library writes integers of any size (orjson refuses those beyond 64 bits).
+    text = json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
+    if kind == 2:
+        return b"[" + text + b"]"
+    if kind == 3:
+        return text[:-1]
+    return text
+
+
+def _same_as_per_message(values: list[bytes | None], outcome: bool) -> None:
+    from service.decode import BatchDecoder
+
+    careful = decode_outcome if outcome else decode_prediction
+    decoder = BatchDecoder(LIMITS)
+    docs, errors = (decoder.decode_outcomes if outcome else decoder.decode_predictions)(values)
+    by_position = dict(errors)
+    assert len(docs) == len(values) and len(by_position) == len(errors)
+    for i, value in enumerate(values):
+        try:
+            event = careful(value, SOURCE, LIMITS)
+        except DecodeError as exc:
+            assert docs[i] is None
+            assert (by_position[i].reason, by_position[i].detail) == (exc.reason, exc.detail)
+            continue
+        doc = docs[i]
+        assert i not in by_position and doc is not None
+        assert (doc.event_id, doc.model_id, doc.model_version, doc.timestamp) == (
+            event.event_id,
+            event.model_id,
+            event.model_version,
+            event.timestamp_ms,
+        )
+        assert doc.score == event.score and type(doc.score) is type(event.score)
+        if outcome:
+            assert (doc.label, doc.prediction) == (event.label, event.prediction)  # type: ignore[union-attr]
+        else:
+            assert doc.features == event.features  # type: ignore[union-attr]
+            assert [type(v) for v in doc.features.values()] == [
+                type(v) for v in event.features.values()  # type: ignore[union-attr]
+            ]
+            assert (doc.prediction, doc.segment) == (event.prediction, event.segment)  # type: ignore[union-attr]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(messages(outcome=False), max_size=6))
+def test_batch_decoder_agrees_with_decode_prediction(values: list[bytes | None]) -> None:
+    """Whatever a batch holds, each prediction is accepted with the same fields, or refused with
+    the same reason and detail, as ``decode_prediction`` alone gives."""
+    _same_as_per_message(values, outcome=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(messages(outcome=True), max_size=6))
+def test_batch_decoder_agrees_with_decode_outcome(values: list[bytes | None]) -> None:
+    _same_as_per_message(values, outcome=True)

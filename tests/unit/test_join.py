@@ -5,64 +5,55 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.events import Outcome, Prediction, Source
 from service.join import Expired, JoinBuffer
 
 
-def prediction(event_id: str, ts: int, model: str = "m") -> Prediction:
-    return Prediction(event_id, model, "v1", ts, {"x": 1.0}, 1, 0.9, None, Source("p", 0, ts))
+def add_prediction(join: JoinBuffer, event_id: str, ts: int, expired: Expired, model: str = "m"):
+    return join.add_prediction((model, event_id), ts, ("prediction", event_id, ts), expired)
 
 
-def outcome(event_id: str, ts: int, model: str = "m") -> Outcome:
-    return Outcome(event_id, model, None, ts, 0, None, None, Source("o", 0, ts))
+def add_outcome(join: JoinBuffer, event_id: str, ts: int, expired: Expired, model: str = "m"):
+    return join.add_outcome((model, event_id), ts, ("outcome", event_id, ts), expired)
 
 
 def test_outcome_after_prediction_pairs() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
-    assert join.add_prediction(prediction("a", 100), expired) is None
-    pair = join.add_outcome(outcome("a", 400), expired)
-    assert pair is not None
-    assert (pair.prediction, pair.label, pair.predicted_at_ms, pair.labeled_at_ms) == (
-        1,
-        0,
-        100,
-        400,
-    )
-    assert pair.source == Source("o", 0, 400)
+    assert add_prediction(join, "a", 100, expired) is None
+    assert add_outcome(join, "a", 400, expired) == ("prediction", "a", 100)
     assert join.waiting_predictions == join.waiting_outcomes == 0
 
 
 def test_outcome_before_prediction_waits_and_pairs() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
-    assert join.add_outcome(outcome("a", 400), expired, handle="raw") is None
+    assert add_outcome(join, "a", 400, expired) is None
     assert join.waiting_outcomes == 1
-    pair = join.add_prediction(prediction("a", 100), expired)
-    assert pair is not None and pair.label == 0 and pair.model_version == "v1"
+    assert add_prediction(join, "a", 100, expired) == ("outcome", "a", 400)
     assert join.waiting_outcomes == 0
 
 
 def test_same_event_id_of_two_models_does_not_pair() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
-    join.add_prediction(prediction("a", 100, model="m1"), expired)
-    assert join.add_outcome(outcome("a", 200, model="m2"), expired) is None
+    add_prediction(join, "a", 100, expired, model="m1")
+    assert add_outcome(join, "a", 200, expired, model="m2") is None
+    assert join.contains_prediction(("m1", "a")) and not join.contains_prediction(("m2", "a"))
 
 
 def test_each_side_ages_by_the_other_sides_event_time() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
-    join.add_prediction(prediction("a", 100), expired)
-    join.add_outcome(outcome("b", 150), expired, handle="raw-b")
-    join.add_prediction(prediction("c", 1100), expired)
+    add_prediction(join, "a", 100, expired)
+    add_outcome(join, "b", 150, expired)
+    add_prediction(join, "c", 1100, expired)
     join.expire(expired)
     # Predictions reached 1100: outcome "b" (150) may still find its prediction; outcomes only
     # reached 150, so prediction "a" may still get its outcome.
     assert expired.predictions == [] and expired.outcomes == []
-    join.add_prediction(prediction("d", 1200), expired)
+    add_prediction(join, "d", 1200, expired)
     join.expire(expired)
-    assert [(o.event_id, h) for o, h in expired.outcomes] == [("b", "raw-b")]
+    assert expired.outcomes == [(("m", "b"), ("outcome", "b", 150))]
     assert expired.predictions == []
-    join.add_outcome(outcome("x", 1150), expired)
+    add_outcome(join, "x", 1150, expired)
     join.expire(expired)
-    assert [p.event_id for p in expired.predictions] == ["a"]
+    assert [key[1] for key, _ in expired.predictions] == ["a"]
     assert join.waiting_predictions == 2
 
 
@@ -71,10 +62,10 @@ def test_catch_up_with_one_topic_read_ahead_loses_no_pair() -> None:
     expires while the outcomes are unread, and every outcome then finds its prediction."""
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10_000), Expired()
     for i in range(5000):
-        join.add_prediction(prediction(str(i), i * 100), expired)
+        add_prediction(join, str(i), i * 100, expired)
     join.expire(expired)
     assert expired.predictions == []
-    pairs = [join.add_outcome(outcome(str(i), i * 100 + 50), expired) for i in range(5000)]
+    pairs = [add_outcome(join, str(i), i * 100 + 50, expired) for i in range(5000)]
     join.expire(expired)
     assert all(p is not None for p in pairs) and expired.outcomes == []
 
@@ -82,8 +73,8 @@ def test_catch_up_with_one_topic_read_ahead_loses_no_pair() -> None:
 def test_cap_evicts_the_oldest_entry() -> None:
     join, expired = JoinBuffer(max_wait_ms=10**9, max_entries=2), Expired()
     for i in range(3):
-        join.add_prediction(prediction(str(i), i), expired)
-    assert [p.event_id for p in expired.predictions] == ["0"]
+        add_prediction(join, str(i), i, expired)
+    assert [key[1] for key, _ in expired.predictions] == ["0"]
     assert expired.evicted == 1 and join.waiting_predictions == 2
 
 
@@ -97,12 +88,12 @@ def test_every_pair_matches_in_any_arrival_order(order: list[int], sides: list[b
     for take_prediction in sides:
         if (take_prediction and pending_p) or not pending_o:
             i = pending_p.pop()
-            result = join.add_prediction(prediction(str(i), i), expired)
+            result = add_prediction(join, str(i), i, expired)
         else:
             i = pending_o.pop()
-            result = join.add_outcome(outcome(str(i), i), expired)
+            result = add_outcome(join, str(i), i, expired)
         if result is not None:
-            pairs.append(result.event_id)
+            pairs.append(result[1])
     assert sorted(pairs, key=int) == [str(i) for i in range(20)]
     assert join.waiting_predictions == join.waiting_outcomes == 0
 

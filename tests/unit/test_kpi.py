@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import itertools
 import math
 import pickle
@@ -12,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from detectors.kpi import ClassificationKPIs, LabelTracker, RegressionKPIs, WindowKind
+import detectors.kpi
+from detectors.kpi import (
+    ClassificationKPIs,
+    LabelTracker,
+    RegressionKPIs,
+    WindowKind,
+    _label_array,
+)
 
 # --- window contents under arbitrary batching ---------------------------------------------------
 
@@ -62,6 +70,8 @@ def test_count_window_is_the_last_size_events_for_any_batching(
         kpis.update(y_true[lo:hi], y_pred[lo:hi], score[lo:hi], ts[lo:hi])
     assert kpis.metrics() == in_one_batch(evs[-size:])
     assert kpis.n_seen == len(evs)
+    kept = evs[-size:]
+    assert kpis.window_span_ms == ((kept[0][3], kept[-1][3]) if kept else None)
 
 
 @settings(max_examples=200, deadline=None)
@@ -74,7 +84,9 @@ def test_time_window_is_the_events_within_duration_of_the_newest(
     for lo, hi in batches(len(evs), cuts):
         kpis.update(y_true[lo:hi], y_pred[lo:hi], score[lo:hi], ts[lo:hi])
     newest = max((e[3] for e in evs), default=0)
-    assert kpis.metrics() == in_one_batch([e for e in evs if e[3] > newest - duration])
+    kept = [e for e in evs if e[3] > newest - duration]
+    assert kpis.metrics() == in_one_batch(kept)
+    assert kpis.window_span_ms == ((min(e[3] for e in kept), newest) if kept else None)
 
 
 def test_time_window_memory_stays_bounded() -> None:
@@ -647,3 +659,195 @@ def test_standard_errors_follow_a_time_window() -> None:
     windowed = feed(everything, "time", 2_000)
     assert windowed == feed(inside, "count", None) == feed(inside, "time", 2_000)
     assert windowed != feed(everything, "count", None)
+
+
+# --- measure(metrics): running sums agree with the full computation ------------------------------
+
+WINDOW_KINDS = [("count", 150, None), ("time", 10, 2_500)]
+
+
+def assert_agrees(cheap: Metrics, full: Metrics, where: str) -> None:
+    """Every value of a named measure equals the full measure's to 1e-9 (None where it is)."""
+    for key, value in cheap.items():
+        expected = full[key]
+        if value is None or expected is None:
+            assert value is None and expected is None, (where, key, value, expected)
+        else:
+            assert value == pytest.approx(expected, rel=1e-9, abs=1e-300), (where, key)
+
+
+def stream_steps(rng: np.random.Generator, steps: int) -> list[tuple[int, np.ndarray]]:
+    """Batch sizes (0 and more than a count window included) and timestamps that mostly advance,
+    with late events and an occasional gap longer than a time window."""
+    out, now = [], 0
+    for _ in range(steps):
+        m = int(rng.choice([0, 1, 7, 40, 90, 200]))
+        now += int(rng.choice([0, 30, 300, 4_000], p=[0.1, 0.5, 0.35, 0.05]))
+        ts = (
+            now
+            + np.sort(rng.integers(0, 200, m))
+            - rng.integers(0, 2, m) * rng.integers(0, 3_000, m)
+        )
+        now = max(now, int(ts.max(initial=now)))
+        out.append((m, ts.astype(np.int64)))
+    return out
+
+
+@pytest.mark.parametrize("window", WINDOW_KINDS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_named_classification_measure_equals_the_full_one(
+    window: tuple[WindowKind, int, int | None], seed: int
+) -> None:
+    """Each metric measured alone (starting at different points of the stream) and all of them
+    together agree with the full measure after every batch."""
+    rng = np.random.default_rng(seed)
+    names = ClassificationKPIs.METRICS
+    full = ClassificationKPIs(*window)
+    alone = {name: ClassificationKPIs(*window) for name in names}
+    starts = dict(zip(names, rng.integers(0, 30, len(names)), strict=True))
+    together = ClassificationKPIs(*window)
+    for step, (m, ts) in enumerate(stream_steps(rng, 80)):
+        accuracy = rng.uniform(0.3, 1.0)
+        y = list(rng.choice([0, 1, 2, True], m, p=[0.5, 0.3, 0.1, 0.1]))
+        pred = [v if rng.random() < accuracy else int(rng.integers(0, 3)) for v in y]
+        score = rng.random(m).round(int(rng.integers(1, 4)))  # ties
+        score[rng.random(m) < 0.2] = np.nan
+        score[rng.random(m) < 0.05] = 1.0  # log loss of a certain score is clipped
+        for kpis in (full, together, *alone.values()):
+            kpis.update(y, pred, score, ts)
+        values, errors = full.measure()
+        for name, kpis in alone.items():
+            if step >= starts[name]:
+                cheap_values, cheap_errors = kpis.measure([name])
+                assert set(cheap_values) == {"n", "n_scored", name}
+                assert_agrees(cheap_values, values, f"step {step} values")
+                assert_agrees(cheap_errors, errors, f"step {step} errors")
+        cheap_values, cheap_errors = together.measure(names)
+        assert_agrees(cheap_values, values, f"step {step} values")
+        assert_agrees(cheap_errors, errors, f"step {step} errors")
+        assert cheap_values.keys() == values.keys() and cheap_errors.keys() == errors.keys()
+
+
+@pytest.mark.parametrize("window", WINDOW_KINDS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_named_regression_measure_equals_the_full_one(
+    window: tuple[WindowKind, int, int | None], seed: int
+) -> None:
+    """Errors swing over nine orders of magnitude between batches (the running sums must not
+    keep the rounding of the large ones), with runs of zero outcomes, of a constant outcome and
+    of perfect predictions."""
+    rng = np.random.default_rng(seed)
+    names = RegressionKPIs.METRICS
+    full = RegressionKPIs(*window)
+    alone = {name: RegressionKPIs(*window) for name in names}
+    starts = dict(zip(names, rng.integers(0, 30, len(names)), strict=True))
+    together = RegressionKPIs(*window)
+    for step, (m, ts) in enumerate(stream_steps(rng, 80)):
+        scale = 10.0 ** rng.uniform(-3, 6)
+        y = rng.normal(100.0, 30.0, m) * scale
+        pred = y + rng.normal(0.0, 1.0, m) * scale
+        kind = rng.random()
+        if kind < 0.1:
+            pred = y.copy()  # perfect predictions: rmse 0
+        elif kind < 0.2:
+            y[:] = 7.0  # constant outcome: no R²
+        elif kind < 0.3:
+            y[rng.random(m) < 0.7] = 0.0  # zero outcomes have no relative error
+        for kpis in (full, together, *alone.values()):
+            kpis.update(y, pred, ts)
+        values, errors = full.measure()
+        for name, kpis in alone.items():
+            if step >= starts[name]:
+                cheap_values, cheap_errors = kpis.measure([name])
+                assert set(cheap_values) == {"n", name}
+                assert_agrees(cheap_values, values, f"step {step} values")
+                assert_agrees(cheap_errors, errors, f"step {step} errors")
+        cheap_values, cheap_errors = together.measure(names)
+        assert_agrees(cheap_values, values, f"step {step} values")
+        assert_agrees(cheap_errors, errors, f"step {step} errors")
+        assert cheap_values.keys() == values.keys() and cheap_errors.keys() == errors.keys()
+
+
+@pytest.mark.parametrize("window", WINDOW_KINDS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_named_label_tracker_measure_equals_the_full_one(
+    window: tuple[WindowKind, int, int | None], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    names = LabelTracker.METRICS
+    full = LabelTracker(*window)
+    alone = {name: LabelTracker(*window) for name in names}
+    together = LabelTracker(*window)
+    for step, (m, ts) in enumerate(stream_steps(rng, 80)):
+        labeled = rng.random(m) < rng.uniform(0.2, 1.0)
+        delays = rng.exponential(1_000.0, int(labeled.sum()))
+        for tracker in (full, together, *alone.values()):
+            tracker.update_labeled(delays, ts[labeled])
+            tracker.update_expired(int((~labeled).sum()), ts[~labeled])
+        values, errors = full.measure()
+        for name, tracker in alone.items():
+            cheap_values, cheap_errors = tracker.measure([name])
+            assert set(cheap_values) == {"n_labeled", "n_expired", name}
+            assert_agrees(cheap_values, values, f"step {step} values")
+            assert_agrees(cheap_errors, errors, f"step {step} errors")
+        cheap_values, cheap_errors = together.measure(names)
+        assert_agrees(cheap_values, values, f"step {step} values")
+        assert_agrees(cheap_errors, errors, f"step {step} errors")
+
+
+def test_count_metrics_of_a_named_measure_are_exactly_the_full_ones() -> None:
+    """Accuracy and the other ratios of counts come from integer counts: bit for bit equal."""
+    rng = np.random.default_rng(21)
+    full, cheap = ClassificationKPIs(size=300), ClassificationKPIs(size=300)
+    counted = ("accuracy", "precision", "recall", "f1", "positive_rate")
+    for _ in range(40):
+        y = list(rng.integers(0, 2, 37))
+        pred = list(rng.integers(0, 2, 37))
+        for kpis in (full, cheap):
+            kpis.update(y, pred, np.full(37, np.nan), np.arange(37))
+        values, errors = full.measure()
+        cheap_values, cheap_errors = cheap.measure(counted)
+        assert all(cheap_values[k] == values[k] and cheap_errors[k] == errors[k] for k in counted)
+
+
+def test_measure_rejects_unknown_metrics() -> None:
+    with pytest.raises(ValueError, match="metrics"):
+        ClassificationKPIs().measure(["rmse"])
+    with pytest.raises(ValueError, match="metrics"):
+        RegressionKPIs().measure("rmse")  # a string is not a collection of names
+    with pytest.raises(ValueError, match="metrics"):
+        LabelTracker().measure(["accuracy"])
+
+
+def test_running_sums_pickle_and_continue_identically() -> None:
+    rng = np.random.default_rng(22)
+    batches = []
+    for step in range(30):
+        y = rng.normal(0, 10 ** rng.uniform(-2, 4), 50)
+        batches.append((y, y + rng.normal(0, 1, 50), np.arange(step * 50, step * 50 + 50) * 3))
+    a = RegressionKPIs(window="time", duration_ms=500)
+    for batch in batches[:10]:
+        a.update(*batch)
+        a.measure(["rmse", "mae"])
+    b = pickle.loads(pickle.dumps(a))
+    for batch in batches[10:]:
+        for kpis in (a, b):
+            kpis.update(*batch)
+        assert a.measure(["rmse", "mae"]) == b.measure(["rmse", "mae"])
+
+
+def test_label_array_keeps_python_equality() -> None:
+    """int64 only when it compares as Python does; anything else stays an object array."""
+    big = 2**60 + 1
+    assert _label_array([1, True, 0]).dtype == np.int64
+    assert _label_array([big, 1]).dtype == object  # beyond 2**53 floats cannot tell it apart
+    assert _label_array([2**70]).dtype == object  # beyond int64
+    assert _label_array([1, "1"]).dtype == object
+    assert _label_array([1.0, 0.0]).dtype == object
+    kpis = ClassificationKPIs(positive_label=big)
+    kpis.update([big, big], [float(big), big], np.full(2, np.nan), np.arange(2))
+    assert kpis.metrics()["accuracy"] == 0.5  # Python: 2**60 + 1 != float(2**60 + 1)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(detectors.kpi).failed == 0

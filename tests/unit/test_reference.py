@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,11 +20,14 @@ from detectors.reference import (
     QUANTILE_KEYS,
     QUANTILES,
     CategoricalProfile,
+    FeatureReference,
     ModelProfile,
     NumericProfile,
     categorical_summary,
     numeric_summary,
+    sketch_ks_wasserstein_rows,
 )
+from detectors.stats import ks_wasserstein_rows
 
 
 def test_doctests() -> None:
@@ -220,3 +224,167 @@ def test_from_columns_profiles_absent_features_as_all_missing() -> None:
     y = profile.features["y"]
     assert isinstance(y, CategoricalProfile) and y.count == 0 and y.null_rate == 1.0
     assert cols.n == 0 and profile.n_rows == 5
+
+
+# -- FeatureReference: the compact reference the monitors share ----------------------------------
+
+
+def _stream(n: int, seed: int = 7) -> tuple[FeatureColumns, dict[str, FeatureKind]]:
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, object]] = [
+        {
+            "x": float(rng.normal()),
+            "n": int(rng.poisson(3)),
+            "c": str(rng.choice(["red", "green", "blue", "teal"], p=[0.5, 0.3, 0.15, 0.05])),
+            "maybe": None if rng.random() < 0.3 else float(rng.lognormal()),
+            "mixed": "oops" if rng.random() < 0.1 else float(rng.random()),
+        }
+        for _ in range(n)
+    ]
+    kinds: dict[str, FeatureKind] = {
+        "x": "numeric",
+        "n": "numeric",
+        "c": "categorical",
+        "maybe": "numeric",
+        "mixed": "numeric",
+    }
+    return columnarize(rows, kinds), kinds
+
+
+def _arrays(reference: FeatureReference) -> dict[str, Any]:
+    numeric = reference.numeric
+    out: dict[str, Any] = {
+        f: getattr(numeric, f).tolist()
+        for f in (
+            "n_rows",
+            "count",
+            "n_missing",
+            "n_type_mismatch",
+            "stats",
+            "sample",
+            "sample_sizes",
+            "edges",
+            "proportions",
+            "n_bins",
+        )
+    }
+    out["categorical"] = {k: v.to_dict() for k, v in reference.categorical.items()}
+    return out
+
+
+def test_first_n_reference_is_the_profile_of_its_events_held_in_float32() -> None:
+    """Filled from 3,000 events it holds what ``ModelProfile.from_columns`` makes of those
+    events as float32 (moments, quantiles, bins, counts, rates, categories), with a 512-point
+    sketch; bin proportions count a value on an edge in the bin that starts there, as windows
+    do, so they differ from the float64 profile's by at most one event per edge."""
+    columns, kinds = _stream(3000)
+    reference = FeatureReference(size=3000, sample_size=512)
+    assert reference.observe(columns, kinds, position=0) == 3000 and reference.ready
+    as32 = FeatureColumns(
+        columns.n,
+        {k: v.astype(np.float32).astype(np.float64) for k, v in columns.numeric.items()},
+        columns.categorical,
+        columns.missing,
+        columns.type_mismatch,
+    )
+    expected = ModelProfile.from_columns(as32, kinds, sample_size=512).to_dict()
+    got = reference.to_profile()
+    assert got is not None
+    for name, feature in got.to_dict()["features"].items():
+        want = expected["features"][name]
+        props, want_props = feature.pop("bin_proportions", []), want.pop("bin_proportions", [])
+        assert feature == want
+        assert np.allclose(props, want_props, atol=9 / 3000)
+    assert reference.numeric.names == ("maybe", "mixed", "n", "x")
+    assert reference.numeric.n_type_mismatch.tolist()[1] == pytest.approx(300, abs=60)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=8))
+def test_the_reference_does_not_depend_on_how_events_are_batched(cuts: list[int]) -> None:
+    columns, kinds = _stream(1200, seed=len(cuts))
+    whole = FeatureReference(size=1000, sample_size=64)
+    whole.observe(columns, kinds, position=0)
+    parts = FeatureReference(size=1000, sample_size=64)
+    start = 0
+    for size in [*cuts, 1200]:
+        stop = min(start + size, 1200)
+        taken = parts.observe(columns.slice(start, stop), kinds, position=start)
+        assert taken == min(stop - start, max(0, 1000 - start))
+        start = stop
+        if start == 1200:
+            break
+    assert parts.ready and _arrays(parts) == _arrays(whole)
+
+
+def test_profile_round_trip_gives_back_the_same_reference() -> None:
+    columns, kinds = _stream(2500)
+    first_n = FeatureReference(size=2500)
+    first_n.observe(columns, kinds, position=0)
+    saved = first_n.to_profile()
+    assert saved is not None
+    again = FeatureReference(profile=ModelProfile.from_dict(json_round_trip(saved.to_dict())))
+    assert again.ready and again.n_rows == 2500 and _arrays(again) == _arrays(first_n)
+
+
+def test_a_larger_profile_sample_is_thinned_to_the_sketch_size() -> None:
+    columns, kinds = _stream(5000)
+    profile = ModelProfile.from_columns(columns, kinds, sample_size=2000)
+    reference = FeatureReference(profile=profile, sample_size=500)
+    x = profile.features["x"]
+    assert isinstance(x, NumericProfile)
+    row = reference.numeric.names.index("x")
+    assert reference.numeric.sample_sizes[row] == 500
+    thinned = reference.numeric.sample[row]
+    assert np.all(np.diff(thinned) >= 0)
+    assert np.array_equal(thinned, x.sample[2 + 4 * np.arange(500)].astype(np.float32))
+    assert reference.numeric.count[row] == x.count  # the p-value's sample size
+
+
+def test_values_beyond_float32_stay_finite_and_order_is_kept() -> None:
+    kinds: dict[str, FeatureKind] = {"x": "numeric"}
+    values = [1e300, -1e300, 0.5] * 20
+    reference = FeatureReference(size=60)
+    reference.observe(columnarize([{"x": v} for v in values], kinds), kinds, position=0)
+    sample = reference.numeric.sample[0, : reference.numeric.sample_sizes[0]]
+    assert sample.shape == (60,) and np.all(np.isfinite(sample)) and sample[0] < 0.5 < sample[-1]
+    assert reference.numeric.summary(0)["max"] == pytest.approx(3.40282e38)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 60), min_size=1, max_size=4),
+    st.integers(0, 60),
+    st.booleans(),
+    st.integers(0, 2**31),
+)
+def test_sketch_ks_is_exact_when_the_sketch_is_the_whole_reference(
+    ref_sizes: list[int], cur_size: int, discrete: bool, seed: int
+) -> None:
+    """With every reference value kept (small references, sliding windows) the interpolated
+    ECDF is the exact one: D, p-value and Wasserstein distance are those of the exact
+    two-sample computation, ties included."""
+    rng = np.random.default_rng(seed)
+    rows = len(ref_sizes)
+    sizes = np.array(ref_sizes)
+    width = max(ref_sizes) + 2
+    ref = np.full((rows, width), np.inf)
+    cur = np.full((rows, max(cur_size, 1)), np.nan)
+    cur_sizes = np.full(rows, cur_size)
+    for i, s in enumerate(ref_sizes):
+        draw = (
+            rng.integers(0, 6, s + cur_size).astype(float)
+            if discrete
+            else rng.normal(size=s + cur_size)
+        )
+        ref[i, :s] = np.sort(draw[:s])
+        cur[i, :cur_size] = np.sort(draw[s:] + (0 if discrete else 0.3))
+    got = sketch_ks_wasserstein_rows(ref, sizes, sizes, cur, cur_sizes)
+    want = ks_wasserstein_rows(ref, sizes, sizes, cur, cur_sizes)
+    assert np.allclose(got[0], want[0], atol=1e-12)
+    assert np.allclose(got[1], want[1], rtol=1e-9, atol=1e-300)
+    assert np.allclose(got[2], want[2], atol=1e-9, equal_nan=True)
+    for i, s in enumerate(ref_sizes):
+        if s and cur_size:
+            full = scipy.stats.ks_2samp(ref[i, :s], cur[i, :cur_size], method="asymp")
+            assert got[0][i] == pytest.approx(full.statistic, abs=1e-12)
