@@ -131,29 +131,46 @@ class FeatureColumns:
         return cls(0, {}, {}, {}, {}).select(kinds)
 
 
-def infer_kinds(rows: Sequence[Mapping[str, object]]) -> dict[str, FeatureKind]:
-    """Kind of every feature in ``rows``: numeric when most non-null values are numbers.
+def infer_kinds(
+    rows: Sequence[Mapping[str, object]], names: Iterable[str] | None = None
+) -> dict[str, FeatureKind]:
+    """Kind of every feature in ``rows`` (of ``names`` only, when given): numeric when most
+    non-null values are numbers.
 
     Features that are only ever null are left out (nothing to infer from). Ties go to
     categorical, which never drops a value as a mismatch that a number would have kept.
 
     >>> infer_kinds([{"a": 1, "b": "x", "c": None}, {"a": 2.5, "b": True}])
     {'a': 'numeric', 'b': 'categorical'}
+    >>> infer_kinds([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], names={"a"})
+    {'a': 'numeric'}
     """
+    wanted = sorted(set().union(*rows) if names is None else names)
+    table = _transpose(rows, wanted)
+    if table is not None:
+        # Every row holds every name: count value types column by column, in C.
+        kinds: dict[str, FeatureKind] = {}
+        for name, values in zip(wanted, table, strict=True):
+            types = list(map(type, values))
+            n_numbers = types.count(int) + types.count(float)
+            n_others = len(types) - n_numbers - types.count(type(None))
+            if n_numbers or n_others:
+                kinds[name] = "numeric" if n_numbers > n_others else "categorical"
+        return kinds
+    keep = set(wanted)
     numbers: dict[str, int] = {}
     others: dict[str, int] = {}
     for row in rows:
         for name, value in row.items():
-            if value is None:
+            if value is None or name not in keep:
                 continue
             if type(value) in _NUMBER_TYPES:
                 numbers[name] = numbers.get(name, 0) + 1
             else:
                 others[name] = others.get(name, 0) + 1
-    names = sorted(numbers.keys() | others.keys())
     return {
         name: "numeric" if numbers.get(name, 0) > others.get(name, 0) else "categorical"
-        for name in names
+        for name in sorted(numbers.keys() | others.keys())
     }
 
 

@@ -9,8 +9,9 @@ model's reference of its features, which data quality reads too
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +53,14 @@ times each, p < 1e-4 happened 2.2x as often as it should (300,000 simulated wind
 worst case measured is 1.3x (many cells expected ~11 times), typical cases 0.8-1.1x."""
 
 
+# A summary (evidence), or what makes it on first use.
+Summary = dict[str, Any] | Callable[[], dict[str, Any]]
+
+
+def _made(summary: Summary) -> dict[str, Any]:
+    return summary() if callable(summary) else summary
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureDrift:
     """The drift test of one feature at one evaluation.
@@ -79,11 +88,21 @@ class FeatureDrift:
     js_distance: float
     wasserstein: float | None
     unseen_share: float | None
-    reference_summary: dict[str, Any]
-    current_summary: dict[str, Any]
+    # The reference's and the current window's summaries, or what makes them: they are
+    # evidence, read only when an alert changes state, so most evaluations never build them.
+    summarize_reference: Summary = field(compare=False)
+    summarize: Summary = field(compare=False)
     wasserstein_normalized: float | None = None
     n_reference: int = 0
     n_current: int = 0
+
+    @property
+    def reference_summary(self) -> dict[str, Any]:
+        return _made(self.summarize_reference)
+
+    @property
+    def current_summary(self) -> dict[str, Any]:
+        return _made(self.summarize)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +147,7 @@ class _NumericRefs:
     proportions: np.ndarray  # bin proportions, padded with 0
     n_bins: np.ndarray
     std: np.ndarray
-    summaries: tuple[dict[str, Any], ...]
+    summaries: tuple[Summary, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +155,7 @@ class _CategoricalRef:
     categories: tuple[str, ...]  # name of each code; codes past the end are never used
     counts: np.ndarray  # by code, "other" last
     listed: np.ndarray  # codes shown in summaries, most frequent in the reference first
-    summary: dict[str, Any]
+    summary: Summary
 
     def summarize(self, counts: np.ndarray, n_rows: int) -> dict[str, Any]:
         head = counts[self.listed]
@@ -427,6 +446,7 @@ class DataDriftMonitor:
         self._numeric_names: tuple[str, ...] = ()
         self._categorical_names: tuple[str, ...] = ()
         self._encoders: list[CategoricalProfile | _Vocabulary] = []
+        self._frozen: tuple[_NumericRefs, list[_CategoricalRef | None]] | None = None
         self._ring: _Ring | None = None
         if self._reference is not None and self._reference.ready:
             self._install_reference(self._reference)
@@ -540,6 +560,7 @@ class DataDriftMonitor:
         return evaluations
 
     def _install_reference(self, reference: FeatureReference) -> None:
+        self._frozen = None
         categorical = reference.categorical
         self._numeric_names = reference.numeric.names
         self._categorical_names = tuple(categorical)
@@ -617,7 +638,9 @@ class DataDriftMonitor:
             numeric_refs, categorical_refs = self._sliding_refs(ring, reference_columns)
         else:
             reference_size = self._reference.n_rows
-            numeric_refs, categorical_refs = self._frozen_refs(self._reference)
+            if self._frozen is None:  # the reference no longer changes: built once
+                self._frozen = self._frozen_refs(self._reference)
+            numeric_refs, categorical_refs = self._frozen
         results: list[tuple[str, FeatureKind, str, float, float, dict[str, Any]]] = []
         windows: dict[str, np.ndarray] = {}
         if self._numeric_names:
@@ -682,7 +705,7 @@ class DataDriftMonitor:
             n_bins=numeric.n_bins,
             std=numeric.stats[:, 3],
             summaries=tuple(
-                numeric.summary(i) if ok else {} for i, ok in enumerate(testable.tolist())
+                partial(numeric.summary, i) if ok else {} for i, ok in enumerate(testable.tolist())
             ),
         )
         categorical: list[_CategoricalRef | None] = []
@@ -693,7 +716,7 @@ class DataDriftMonitor:
                     profile.categories,
                     profile.code_counts,
                     np.arange(min(_SUMMARY_TOP, len(profile.categories))),
-                    profile.summary(),
+                    profile.summary,
                 )
                 if profile.count >= MIN_VALUES
                 else None
@@ -764,7 +787,7 @@ class DataDriftMonitor:
         counts = bin_counts_rows(current, refs.edges)
         psis = psi_rows(refs.proportions, counts, refs.n_bins)
         jss = js_distance_rows(refs.proportions, counts)
-        summaries = summaries_of_sorted_rows(current, finite, n_rows)
+        summaries = _Once(partial(summaries_of_sorted_rows, current, finite, n_rows))
         out: list[tuple[str, FeatureKind, str, float, float, dict[str, Any]]] = []
         for i in np.flatnonzero(refs.testable & (finite >= MIN_VALUES)).tolist():
             std = float(refs.std[i])
@@ -774,8 +797,8 @@ class DataDriftMonitor:
                 "js_distance": float(jss[i]),
                 "wasserstein": w,
                 "unseen_share": None,
-                "reference_summary": refs.summaries[i],
-                "current_summary": summaries[i],
+                "summarize_reference": refs.summaries[i],
+                "summarize": partial(summaries.item, i),
                 "wasserstein_normalized": w / std if std > 0 else None,
                 "n_reference": int(refs.counts[i]),
                 "n_current": int(finite[i]),
@@ -783,6 +806,21 @@ class DataDriftMonitor:
             name = self._numeric_names[i]
             out.append((name, "numeric", "ks", float(d[i]), float(p[i]), extra))
         return out
+
+
+class _Once:
+    """A list computed on first use (the current summaries of all numeric features at once)."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], list[dict[str, Any]]]) -> None:
+        self._make = make
+        self._value: list[dict[str, Any]] | None = None
+
+    def item(self, i: int) -> dict[str, Any]:
+        if self._value is None:
+            self._value = self._make()
+        return self._value[i]
 
 
 def _categorical_test(
@@ -808,8 +846,8 @@ def _categorical_test(
             "js_distance": js_distance(ref.counts, counts),
             "wasserstein": None,
             "unseen_share": unseen,
-            "reference_summary": ref.summary,
-            "current_summary": ref.summarize(counts, n_rows),
+            "summarize_reference": ref.summary,
+            "summarize": partial(ref.summarize, counts, n_rows),
             "n_reference": int(ref_total),
             "n_current": m,
         },

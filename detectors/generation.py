@@ -195,7 +195,7 @@ class Generation:
             self._kinds.update(self.profile.kinds())
         unknown = set().union(*rows).difference(self._kinds)
         if unknown:
-            inferred = infer_kinds([{k: row[k] for k in unknown if k in row} for row in rows])
+            inferred = infer_kinds(rows, names=unknown)
             for name in sorted(inferred):
                 self._kinds[name] = inferred[name]
 
@@ -246,7 +246,8 @@ class Generation:
             self.settings.data_drift if kind == "data_drift" else self.settings.prediction_drift
         )
         trigger_ms = int(batch.timestamps[evaluation.index])
-        ranked = [_feature_evidence(f) for f in evaluation.features[:_EVIDENCE_FEATURES]]
+        # Evidence is built only when an alert changes state, and once per evaluation.
+        ranked: list[dict[str, Any]] | None = None
         alerts = []
         for drift in evaluation.features:
             # The state machine runs on -log10(p) and fires at the corrected threshold. It
@@ -288,6 +289,8 @@ class Generation:
             transitions = self._transitions(
                 (kind, drift.test, drift.feature), rule, score, evaluation.n_current
             )
+            if transitions and ranked is None:
+                ranked = [_feature_evidence(f) for f in evaluation.features[:_EVIDENCE_FEATURES]]
             for transition in transitions:
                 if transition.status == "firing" and window is not None:
                     self._drifted[key] = DriftedSample(
@@ -339,12 +342,28 @@ class Generation:
     ) -> list[dict[str, Any]]:
         assert self._quality is not None
         q = self.settings.data_quality
+        lowest = {
+            metric: min(v for v in (levels.warning, levels.critical) if v is not None)
+            for metric in _QUALITY_METRICS
+            if (levels := getattr(q, metric)).warning is not None or levels.critical is not None
+        }
+        states = self._states
         alerts = []
         for measure in self._quality.update(columns, self._kinds, timestamps):
-            levels = getattr(q, measure.metric)
-            if levels.warning is None and levels.critical is None:
+            level = lowest.get(measure.metric)
+            if level is None:
                 continue
+            if q.relative and measure.reference_value is None:
+                continue  # relative levels: nothing to be relative to before the reference
             base = (measure.reference_value or 0.0) if q.relative else 0.0
+            if (
+                measure.value <= base + level
+                and ("data_quality", measure.metric, measure.feature) not in states
+            ):
+                # At or below its lowest level a rate cannot breach it (its bound lies lower
+                # still), and without a state there is nothing to resolve: most measures.
+                continue
+            levels = getattr(q, measure.metric)
             rule = self._rule(("data_quality", measure.metric, base), levels=levels, base=base)
             rate = measure.value
             se = math.sqrt(max(rate * (1.0 - rate), 0.0) / measure.n) if measure.n else math.nan
@@ -888,6 +907,9 @@ def _infer_task(label: object, prediction: object) -> Task:
         if isinstance(value, float) and not value.is_integer():
             return "regression"
     return "classification"
+
+
+_QUALITY_METRICS = ("null_rate", "type_mismatch_rate", "out_of_range_rate", "unseen_category_rate")
 
 
 class _Trigger(NamedTuple):

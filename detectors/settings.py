@@ -162,7 +162,8 @@ class QualitySettings(_Strict):
     unseen_category_rate: QualityLevels = QualityLevels(warning=0.05, critical=0.20)
     relative: bool = True
     """Levels are added to the reference rate, so a feature that is often null in the reference
-    alerts only when it gets worse."""
+    alerts only when it gets worse (and rates are judged once the reference is complete;
+    ``false`` judges absolute rates from the first window)."""
     confidence: float = Field(default=0.99, gt=0.5, lt=1)
     """One-sided confidence of the bound on a window's rate that must lie past a level to fire,
     and back past it to resolve."""

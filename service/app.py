@@ -8,6 +8,7 @@ stored offsets committed. A crash repeats at most one interval, and alerts repea
 
 from __future__ import annotations
 
+import gc
 import signal
 import time
 from collections import Counter
@@ -126,6 +127,12 @@ class DriftlineApp:
     def run(self) -> int:
         self._install_signals()
         self._check_topology()
+        # A batch allocates tens of thousands of short-lived objects while the join and the
+        # models' state hold hundreds of thousands of long-lived ones: young collections every
+        # 50,000 allocations instead of 700, and what exists at start-up is never scanned again.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         topics = [self._config.topics.predictions, self._config.topics.outcomes]
         self._consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -509,22 +516,27 @@ class DriftlineApp:
         metrics.PAUSED_PARTITIONS.set(len(wanted))
 
     def _unread(self, topic: str, partition: int) -> int:
-        """Messages of a partition not read yet (0 when the broker cannot tell right now)."""
+        """Messages of a partition not read yet, from what the consumer already knows.
+
+        This runs after every batch while one side is ahead, so it never asks the broker (a
+        round trip took 0.3 s under load: 7 of the 17 s of a backlog bench). Before the first
+        fetch response of the partition its end is unknown: that counts as unread, so the side
+        ahead waits at most one fetch; an empty partition's fetch response says 0.
+        """
         tp = TopicPartition(topic, partition)
         try:
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:  # no fetch response for it yet: ask the broker
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            if high < 0:
+                return 1
             position = self._offsets.get((topic, partition))
             if position is None:
                 (current,) = self._consumer.position([tp])
                 position = current.offset
-                if position < 0:  # nothing fetched yet: start from the committed offset
-                    (current,) = self._consumer.committed([tp], timeout=1.0)
-                    position = max(current.offset, 0)
+                if position < 0:  # nothing read from it yet
+                    return high
         except KafkaException:
             return 0
-        return max(high - position, 0) if high >= 0 else 0
+        return max(high - position, 0)
 
     # -- rebalance callbacks ------------------------------------------------------------------
 

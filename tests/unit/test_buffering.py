@@ -18,6 +18,9 @@ from service.synthetic import ModelStream, generate
 
 def config(**processing: object) -> Config:
     environ = {f"DRIFTLINE_PROCESSING__{k.upper()}": str(v) for k, v in processing.items()}
+    # References complete within the short streams (quality judges rates once they are).
+    environ["DRIFTLINE_DEFAULTS__DATA_DRIFT__REFERENCE_SIZE"] = "1500"
+    environ["DRIFTLINE_DEFAULTS__PREDICTION_DRIFT__REFERENCE_SIZE"] = "1500"
     return load_config(None, environ=environ)
 
 

@@ -224,3 +224,32 @@ def test_column_of_equals_columnarize_of_one_key_rows(
     for attr in ("numeric", "categorical", "missing", "type_mismatch"):
         for name, array in getattr(want, attr).items():
             np.testing.assert_array_equal(getattr(got, attr)[name], array)
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=2)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from("abcd"), _VALUES, max_size=4), min_size=1, max_size=8),
+    st.booleans(),
+)
+def test_infer_kinds_counts_numbers_against_everything_else(
+    rows: list[dict[str, object]], complete: bool
+) -> None:
+    """The column-wise count (every row holds every name) and the row-wise one (rows with
+    missing names) agree with the definition: numeric when numbers outnumber the other non-null
+    values; features seen only null are left out."""
+    if complete:
+        rows = [{name: row.get(name) for name in "abcd"} for row in rows]
+    expected = {}
+    for name in sorted({k for row in rows for k in row}):
+        values = [row[name] for row in rows if name in row and row[name] is not None]
+        numbers = sum(type(v) in (int, float) for v in values)
+        if values:
+            expected[name] = "numeric" if numbers > len(values) - numbers else "categorical"
+    assert infer_kinds(rows) == expected
+    subset = {"a", "c"}
+    assert infer_kinds(rows, names=subset) == {k: v for k, v in expected.items() if k in subset}

@@ -320,6 +320,11 @@ def test_pickled_monitor_continues_identically() -> None:
     ts = np.arange(2600, 4100, dtype=np.int64)
     a, b = monitor.update(batch, KINDS, ts), clone.update(batch, KINDS, ts)
     assert a == b and len(a) == 6
+    # Summaries are made on first use (evidence): the same on both sides too.
+    for x, y in zip(a, b, strict=True):
+        for f, g in zip(x.features, y.features, strict=True):
+            assert f.reference_summary == g.reference_summary
+            assert f.current_summary == g.current_summary
 
 
 def test_profile_reference_behaves_like_the_same_first_n_reference() -> None:

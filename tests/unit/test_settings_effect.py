@@ -808,9 +808,6 @@ QUALITY_CASES = [
         {"relative": False},
         check_quality_relative_from_the_start,
         stream=quality_stream(base_nulls=0.2, nulls=0.3),
-        known_bug="rates measured before the quality reference exists are judged against "
-        "levels relative to a rate of 0: a feature null in 20 % of events alerts at the first "
-        "evaluation and, firing, keeps that level (Generation._on_quality)",
     ),
     quality_case(
         "confidence",
