@@ -102,6 +102,13 @@ class KpiSettings(_Strict):
     def _time_window_has_duration(self) -> KpiSettings:
         if self.window == "time" and self.duration_s is None:
             raise ValueError("window 'time' needs 'duration_s'")
+        if self.window == "count":
+            for t in self.thresholds:
+                if t.min_samples > self.size:
+                    raise ValueError(
+                        f"threshold on {t.metric} needs min_samples={t.min_samples} labels in a "
+                        f"window of size={self.size}: it could never fire"
+                    )
         return self
 
 

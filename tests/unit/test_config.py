@@ -73,6 +73,14 @@ models:
         ),
         ("defaults:\n  kpis: {every: -1}\n", "defaults.kpis.every"),
         ("models:\n  m1:\n    data_drift: {reference: profile}\n", "models.m1.data_drift"),
+        ("defaults:\n  kpis: {size: 100}\n", "defaults.kpis"),  # default min_samples 200
+        (
+            "defaults:\n  kpis:\n    thresholds:\n"
+            "      - {metric: accuracy, warning: 0.7, critical: 0.8}\n",
+            "defaults.kpis.thresholds.0",
+        ),
+        ("defaults:\n  prediction_drift: {correction: holm}\n", "defaults"),
+        ("defaults:\n  data_quality:\n    null_rate: {warning: 0.2, critical: 0.1}\n", "null_rate"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:

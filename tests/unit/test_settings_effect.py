@@ -277,6 +277,9 @@ MILD_DROP = Stream(n=2500, changes=((600, 2500),), accuracy_after=0.8)
 ABSOLUTE = {"metric": "accuracy", "warning": 0.85, "critical": 0.75, **FEW}
 
 
+TIME_80S = {"kpis": {"window": "time", "duration_s": 80}}
+
+
 def one_threshold(**fields: Any) -> dict[str, Any]:
     return {"kpis": {"thresholds": [{**ABSOLUTE, **fields}]}}
 
@@ -366,7 +369,8 @@ def check_kpi_confidence(base: Run, flipped: Run) -> None:
 
 
 def check_min_samples(base: Run, flipped: Run) -> None:
-    # The window never holds more than `size` = 100 events.
+    # An 80 s window of events one second apart never holds 100 (a count window of fewer than
+    # min_samples events is refused by the settings: it could never fire).
     assert base.of("kpi_threshold") and not flipped.of("kpi_threshold")
 
 
@@ -497,10 +501,10 @@ LABEL_CASES = [
     ),
     Case(
         "threshold.min_samples",
-        one_threshold(min_samples=150),
+        merged(TIME_80S, one_threshold(min_samples=100)),
         check_min_samples,
         ACCURACY_DROP,
-        base=one_threshold(),
+        base=merged(TIME_80S, one_threshold()),
     ),
     Case(
         "threshold.for_updates",
