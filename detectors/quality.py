@@ -267,19 +267,22 @@ class QualityMonitor:
                 ]
         self._in_use = True
 
-    def _track(self, name: str, kind: FeatureKind) -> None:
-        self._tracked[name] = kind
-        self._flags = np.concatenate([self._flags, np.zeros((1, self.window_size), np.uint8)])
-        self._totals = np.concatenate([self._totals, np.zeros((1, len(_BITS)), np.int64)])
-        self._filled = np.append(self._filled, 0)
+    def _track(self, kinds: Mapping[str, FeatureKind]) -> None:
+        """Start tracking features not tracked yet (all of a batch's at once)."""
+        new = {name: kind for name, kind in kinds.items() if name not in self._tracked}
+        if not new:
+            return
+        k = len(new)
+        self._tracked.update(new)
+        self._flags = np.concatenate([self._flags, np.zeros((k, self.window_size), np.uint8)])
+        self._totals = np.concatenate([self._totals, np.zeros((k, len(_BITS)), np.int64)])
+        self._filled = np.append(self._filled, np.zeros(k, self._filled.dtype))
 
     def _process(
         self, columns: FeatureColumns, kinds: Mapping[str, FeatureKind], offset: int, checked: bool
     ) -> list[QualityMeasure]:
         if not self._in_use:
-            for name, kind in kinds.items():
-                if name not in self._tracked:
-                    self._track(name, kind)
+            self._track(kinds)
         else:
             for name in columns.kinds():
                 if name not in self._tracked:

@@ -98,7 +98,7 @@ class Pipeline:
         # Processing time (seconds) for ``max_buffer_ms``; without one (replay), a model's
         # events wait only for ``min_model_batch`` or an explicit ``flush``.
         self._clock = clock
-        self._settings_cache: dict[str, MonitorSettings] = {}
+        self._settings_cache: dict[str | None, MonitorSettings] = {}
         self._tasks: dict[int, Task] = {}
         self.failed_models: set[str] = set()
         self._unstartable: dict[str, Exception] = {}
@@ -397,9 +397,12 @@ class Pipeline:
         raise ModelFailedError(cause)
 
     def _settings(self, model_id: str) -> MonitorSettings:
-        settings = self._settings_cache.get(model_id)
+        # Models without a block of their own share one (immutable) settings object: validated
+        # once, held once, whatever the number of models.
+        key = model_id if model_id in self._config.models else None
+        settings = self._settings_cache.get(key)
         if settings is None:
-            settings = self._settings_cache[model_id] = self._config.monitor_settings(model_id)
+            settings = self._settings_cache[key] = self._config.monitor_settings(model_id)
         return settings
 
     def _new_monitor(self, model_id: str) -> ModelMonitor:
