@@ -386,5 +386,7 @@ def test_sketch_ks_is_exact_when_the_sketch_is_the_whole_reference(
     assert np.allclose(got[2], want[2], atol=1e-9, equal_nan=True)
     for i, s in enumerate(ref_sizes):
         if s and cur_size:
-            full = scipy.stats.ks_2samp(ref[i, :s], cur[i, :cur_size], method="asymp")
+            # scipy's asymptotic distribution divides by zero for a one-value side.
+            with np.errstate(divide="ignore"):
+                full = scipy.stats.ks_2samp(ref[i, :s], cur[i, :cur_size], method="asymp")
             assert got[0][i] == pytest.approx(full.statistic, abs=1e-12)
