@@ -19,9 +19,10 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from detectors.alerting import AlertRule, AlertState, Transition
-from detectors.alerts import AlertKind, iso_ms, make_alert
+from detectors.alerting import AlertRule, Transition
+from detectors.alerts import AlertKind, iso_ms
 from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
+from detectors.book import AlertBook
 from detectors.columns import FeatureColumns, FeatureKind, column_of, columnarize, infer_kinds
 from detectors.concept import ConceptDriftDetector
 from detectors.data_drift import DataDriftMonitor, DriftEvaluation
@@ -41,7 +42,6 @@ from detectors.settings import (
 
 Task = Literal["classification", "regression"]
 _EVIDENCE_FEATURES = 10
-Resolution = Literal["recovered", "superseded"]
 # Exact types a score list may hold to go straight into a float array (None becomes NaN).
 _FLOAT_OR_NONE = frozenset({float, type(None)})
 
@@ -130,13 +130,10 @@ class Generation:
         self._reference_errors: dict[str, float | None] = {}
         self._kpi_rules: dict[int, AlertRule | None] = {}
         self._labels = LabelTracker(size=settings.kpis.size)
-        self._states: dict[tuple[str, str, str], AlertState] = {}
+        self._book = AlertBook(model_id)
         self._rules: dict[tuple[Any, ...], AlertRule] = {}
         # What each firing drift alert's feature looked like, to test a recovery against.
         self._drifted: dict[tuple[str, str], DriftedSample] = {}
-        # Every firing alert by (kind, detector, feature or metric, severity): what is firing,
-        # and what to close when the version is superseded.
-        self._open: dict[tuple[str, str, str, str], dict[str, Any]] = {}
 
     # -- properties --------------------------------------------------------------------------
 
@@ -155,7 +152,7 @@ class Generation:
     @property
     def firing(self) -> frozenset[tuple[str, str, str, str]]:
         """(kind, detector, feature or metric, severity) of every alert now firing."""
-        return frozenset(self._open)
+        return self._book.firing
 
     @property
     def model_version(self) -> str | None:
@@ -260,7 +257,7 @@ class Generation:
             key = (kind, drift.feature)
             window = evaluation.windows.get(drift.feature)
             recovery_p: float | None = None
-            fired_rule = self._firing_rule(kind, drift.test, drift.feature)
+            fired_rule = self._book.firing_rule((kind, drift.test, drift.feature))
             if fired_rule is not None:
                 drifted = self._drifted.get(key)
                 consistent = drift.p_value >= max(settings.resolve_p_value, drift.threshold)
@@ -286,7 +283,7 @@ class Generation:
                     if recovered
                     else math.nextafter(max(level, fired_at), math.inf)
                 )
-            transitions = self._transitions(
+            transitions = self._book.transitions(
                 (kind, drift.test, drift.feature), rule, score, evaluation.n_current
             )
             if transitions and ranked is None:
@@ -347,7 +344,7 @@ class Generation:
             for metric in _QUALITY_METRICS
             if (levels := getattr(q, metric)).warning is not None or levels.critical is not None
         }
-        states = self._states
+        book = self._book
         alerts = []
         for measure in self._quality.update(columns, self._kinds, timestamps):
             level = lowest.get(measure.metric)
@@ -358,7 +355,7 @@ class Generation:
             base = (measure.reference_value or 0.0) if q.relative else 0.0
             if (
                 measure.value <= base + level
-                and ("data_quality", measure.metric, measure.feature) not in states
+                and ("data_quality", measure.metric, measure.feature) not in book
             ):
                 # At or below its lowest level a rate cannot breach it (its bound lies lower
                 # still), and without a state there is nothing to resolve: most measures.
@@ -367,7 +364,7 @@ class Generation:
             rule = self._rule(("data_quality", measure.metric, base), levels=levels, base=base)
             rate = measure.value
             se = math.sqrt(max(rate * (1.0 - rate), 0.0) / measure.n) if measure.n else math.nan
-            transitions = self._transitions(
+            transitions = self._book.transitions(
                 ("data_quality", measure.metric, measure.feature), rule, rate, measure.n, se
             )
             if not transitions:
@@ -615,7 +612,7 @@ class Generation:
                 else self._reference_values.get(threshold.metric)
             )
             identity = ("kpi_threshold", _rule_name(threshold), threshold.metric)
-            transitions = self._transitions(identity, rule, float(value), n, se)
+            transitions = self._book.transitions(identity, rule, float(value), n, se)
             if transitions and not complete:
                 # An alert changes state: its value, error and evidence come from the complete
                 # measure (the running sums agree with it to about 1e-12).
@@ -736,115 +733,20 @@ class Generation:
         self._rules[key] = rule
         return rule
 
-    def _transitions(
-        self,
-        identity: tuple[str, str, str],
-        rule: AlertRule,
-        value: float,
-        n_samples: int,
-        se: float = 0.0,
-    ) -> list[Transition]:
-        """Update the alert state of one identity with a new value; its transitions.
-
-        A state exists only while it counts towards something (a breach, a firing, a cooldown):
-        an idle state is the same as none, so thousands of models x features x measures cost
-        memory only where something is happening.
-        """
-        key = identity
-        state = self._states.get(key)
-        # A rule's levels can move (a new feature tightens the Bonferroni level); a state that is
-        # firing keeps its rule so that it resolves against the level it fired at.
-        if state is None or (state.rule is not rule and not state.firing and state.rule != rule):
-            if not AlertState.would_start(rule, value, n_samples, se):
-                self._states.pop(key, None)
-                return []
-            state = self._states[key] = AlertState(rule)
-        transitions = state.update(value, n_samples, se)
-        if state.idle:
-            del self._states[key]
-        return transitions
-
-    def _firing_rule(self, kind: str, detector: str, subject: str) -> AlertRule | None:
-        """The rule of the identity's state when it is firing."""
-        state = self._states.get((kind, detector, subject))
-        return state.rule if state is not None and state.firing else None
-
     def _alert(
-        self,
-        kind: AlertKind,
-        transition: Transition,
-        *,
-        detector: str,
-        feature: str | None = None,
-        metric: str | None = None,
-        value: float | None,
-        threshold: float | None,
-        window: tuple[int, int | None, int | None],
-        reference: dict[str, Any],
-        evidence: dict[str, Any],
-        trigger_ms: int,
-        source: Source,
-        resolution: Resolution = "recovered",
+        self, kind: AlertKind, transition: Transition, **fields: Any
     ) -> dict[str, Any]:
-        subject = feature if feature is not None else (metric or "")
-        key = (kind, detector, subject, transition.severity)
-        alert = make_alert(
-            model_id=self.model_id,
-            model_version=self._model_version,
-            kind=kind,
-            status=transition.status,
-            severity=transition.severity,
-            detector=detector,
-            feature=feature,
-            metric=metric,
-            value=value,
-            threshold=threshold,
-            window_size=window[0],
-            first_ms=window[1],
-            last_ms=window[2],
-            reference=reference,
-            evidence=evidence,
-            detected_ms=trigger_ms,
-            source=source,
-            resolution=resolution if transition.status == "resolved" else None,
-        )
-        if transition.status == "firing":
-            self._open[key] = alert
-        else:
-            self._open.pop(key, None)
-        return alert
+        return self._book.alert(kind, transition, model_version=self._model_version, **fields)
 
     def close(self, trigger_ms: int, source: Source, successor: str | None) -> list[dict[str, Any]]:
         """Resolve every firing alert as superseded: a new model version took over.
 
         Each resolve says which version superseded it; the generation is not judged again.
         """
-        alerts: list[dict[str, Any]] = []
-        for state in self._states.values():
-            state.close()
         if self._concept_alerts is not None:
             self._concept_alerts.close()
         self._drifted.clear()
-        for key in sorted(self._open, key=lambda k: (k[0], k[1], k[2], k[3] != "critical")):
-            fired = self._open[key]
-            alerts.append(
-                self._alert(
-                    fired["kind"],
-                    Transition("resolved", fired["severity"], math.nan, math.nan),
-                    detector=fired["detector"],
-                    feature=fired.get("feature"),
-                    metric=fired.get("metric"),
-                    value=None,
-                    threshold=fired["threshold"],
-                    window=(0, None, None),
-                    reference=fired["reference"],
-                    evidence={"superseded_by": successor, "fired_at": fired["detected_at"]},
-                    trigger_ms=trigger_ms,
-                    source=source,
-                    resolution="superseded",
-                )
-            )
-        return alerts
+        return self._book.supersede(trigger_ms, source, successor, self._model_version)
 
     def kpi_snapshot(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -868,7 +770,7 @@ class Generation:
             "reference": None
             if self._reference_values is None
             else _rounded(self._reference_values),
-            "firing": sorted("/".join(k) for k in self._open),
+            "firing": sorted("/".join(k) for k in self._book.firing),
         }
 
 
