@@ -155,7 +155,7 @@ class DriftlineApp:
                     self._handle(messages)
                     self._balance()
                 due = self._pipeline.flush_due()
-                if due.alerts or due.dead_letters or due.predictions or due.labeled:
+                if due:  # an expiry-only or failing flush counts too (metrics, dead letters)
                     self._publish(due)
                 self._producer.poll(0)
                 now = time.monotonic()

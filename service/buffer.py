@@ -52,6 +52,31 @@ class ModelBuffer:
         # Processing time of the oldest waiting event (None when empty or when not timed).
         self.since: float | None = None
 
+    def add_prediction(self, doc: Any, record: Any, now: float | None) -> None:
+        if not self.predictions:
+            self.prediction_topic = record.topic
+        self.predictions.append(doc)
+        self.prediction_offsets.append(record.offset)
+        self.records.append(record)
+        self._added(now)
+
+    def add_labeled(self, labeled: tuple[Any, ...], record: Any, now: float | None) -> None:
+        """A labelled event; ``record`` is the outcome read now, or None when the outcome was
+        read earlier and waited in the join for this prediction."""
+        self.labeled.append(labeled)
+        if record is not None:
+            self.records.append(record)
+        self._added(now)
+
+    def add_expired(self, version: str | None, timestamp_ms: int, now: float | None) -> None:
+        self.expired.append((version, timestamp_ms))
+        self._added(now)
+
+    def _added(self, now: float | None) -> None:
+        if not self.n:
+            self.since = now
+        self.n += 1
+
     def clear(self) -> None:
         self.predictions = []
         self.prediction_offsets = []

@@ -55,6 +55,18 @@ class BatchResult:
     failed_models: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
+    def __bool__(self) -> bool:
+        """Whether anything was observed, emitted or failed (worth publishing)."""
+        return bool(
+            self.alerts
+            or self.dead_letters
+            or self.predictions
+            or self.labeled
+            or self.expired_predictions
+            or self.evicted
+            or self.failures
+        )
+
 
 class ModelFailedError(Exception):
     """Processing of one model failed; ``cause`` is what it raised."""
@@ -185,10 +197,7 @@ class Pipeline:
         outcomes, outcome_errors = self._decoder.decode_outcomes(
             [v for v, is_prediction in zip(values, roles, strict=True) if not is_prediction]
         )
-        errors = {
-            **{("p", i): e for i, e in prediction_errors},
-            **{("o", i): e for i, e in outcome_errors},
-        }
+        errors = (dict(outcome_errors), dict(prediction_errors))
         threshold = self._config.processing.min_model_batch
         clock = self._clock
         now = clock() if clock is not None else None
@@ -208,15 +217,13 @@ class Pipeline:
                 expired = expired_by_task.setdefault(partition, Expired())
             assert task is not None
             if is_prediction:
-                doc = predictions[pi]
-                position = ("p", pi)
+                position, doc = pi, predictions[pi]
                 pi += 1
             else:
-                doc = outcomes[oi]
-                position = ("o", oi)
+                position, doc = oi, outcomes[oi]
                 oi += 1
             if doc is None:
-                error = errors[position]
+                error = errors[is_prediction][position]
                 result.dead_letters.append(DeadLetter(record, error.reason, error.detail))
                 continue
             model_id = doc.model_id
@@ -225,17 +232,15 @@ class Pipeline:
                 if buffer is None:
                     buffer = self._admit(task, model_id)
                 if is_prediction:
-                    self._add_prediction(task, buffer, doc, record, expired)
+                    self._add_prediction(task, buffer, doc, record, expired, now=now)
                 else:
-                    self._add_outcome(task, buffer, doc, record, expired)
+                    self._add_outcome(task, buffer, doc, record, expired, now=now)
             except DecodeError as exc:
                 result.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
             except ModelFailedError as exc:
                 self._fail(model_id, exc.cause, [record], result)
                 continue
-            if buffer.since is None:
-                buffer.since = now
             if buffer.n >= threshold:
                 self._observe(task, model_id, buffer, result)
         for partition, expired in expired_by_task.items():
@@ -290,6 +295,8 @@ class Pipeline:
         doc: Any,
         record: InputRecord,
         expired: Expired,
+        *,
+        now: float | None,
     ) -> None:
         key = (doc.model_id, doc.event_id)
         join = task.join
@@ -298,31 +305,16 @@ class Pipeline:
                 "duplicate_event_id",
                 f"a prediction with event_id {doc.event_id!r} is already waiting for its outcome",
             )
-        if not buffer.predictions:
-            buffer.prediction_topic = record.topic
-        buffer.predictions.append(doc)
-        buffer.prediction_offsets.append(record.offset)
-        buffer.records.append(record)
-        buffer.n += 1
+        buffer.add_prediction(doc, record, now)
         timestamp = doc.timestamp
         outcome = join.add_prediction(
             key, timestamp, (doc.model_version, doc.prediction, doc.score, timestamp), expired
         )
         if outcome is not None:
             label, labeled_at, topic, offset, _ = outcome
-            buffer.labeled.append(
-                (
-                    doc.model_version,
-                    doc.prediction,
-                    doc.score,
-                    timestamp,
-                    label,
-                    labeled_at,
-                    topic,
-                    offset,
-                )
-            )
-            buffer.n += 1
+            labeled = (doc.model_version, doc.prediction, doc.score, timestamp)
+            # The outcome's record was read in an earlier call and is not buffered again.
+            buffer.add_labeled((*labeled, label, labeled_at, topic, offset), None, now)
 
     def _add_outcome(
         self,
@@ -331,46 +323,25 @@ class Pipeline:
         doc: Any,
         record: InputRecord,
         expired: Expired,
+        *,
+        now: float | None,
     ) -> None:
         timestamp = doc.timestamp
         if doc.prediction is not None:
             # An outcome that carries its own prediction needs no join.
-            buffer.labeled.append(
-                (
-                    doc.model_version,
-                    doc.prediction,
-                    doc.score,
-                    timestamp,
-                    doc.label,
-                    timestamp,
-                    record.topic,
-                    record.offset,
-                )
-            )
+            predicted: tuple[Any, ...] = (doc.model_version, doc.prediction, doc.score, timestamp)
         else:
-            waiting = task.join.add_outcome(
+            predicted = task.join.add_outcome(
                 (doc.model_id, doc.event_id),
                 timestamp,
                 (doc.label, timestamp, record.topic, record.offset, record),
                 expired,
             )
-            if waiting is None:
+            if predicted is None:
                 return
-            version, prediction, score, predicted_at = waiting
-            buffer.labeled.append(
-                (
-                    version,
-                    prediction,
-                    score,
-                    predicted_at,
-                    doc.label,
-                    timestamp,
-                    record.topic,
-                    record.offset,
-                )
-            )
-        buffer.records.append(record)
-        buffer.n += 1
+        buffer.add_labeled(
+            (*predicted, doc.label, timestamp, record.topic, record.offset), record, now
+        )
 
     def _admit(self, task: Task, model_id: str) -> ModelBuffer:
         """Start monitoring a model read for the first time on this task; its buffer."""
@@ -428,10 +399,7 @@ class Pipeline:
         for (model_id, _), (version, _, _, timestamp) in expired.predictions:
             buffer = task.buffers.get(model_id)
             if buffer is not None:
-                buffer.expired.append((version, timestamp))
-                buffer.n += 1
-                if buffer.since is None:
-                    buffer.since = now
+                buffer.add_expired(version, timestamp, now)
         for (_, event_id), (*_, record) in expired.outcomes:
             result.dead_letters.append(
                 DeadLetter(

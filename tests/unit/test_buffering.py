@@ -140,3 +140,20 @@ def test_a_task_snapshot_of_an_older_format_is_refused() -> None:
     del task.format  # what a snapshot written before the format was versioned holds
     with pytest.raises(ValueError, match="format"):
         Pipeline(config()).restore(task)
+
+
+def test_the_wait_starts_with_the_first_buffered_event_not_with_a_waiting_outcome() -> None:
+    """An outcome that waits in the join for its prediction buffers nothing: the model's
+    ``max_buffer_ms`` starts with the first event in its buffer."""
+    clock = Clock()
+    pipeline = Pipeline(config(min_model_batch=1000, max_buffer_ms=500), clock=clock)
+    data = records(STREAMS[:1], 40)
+    outcome = next(r for r in data if r.role == "outcome")
+    prediction = next(r for r in data if r.role == "prediction" and r.offset == 20)
+    assert pipeline.process([outcome]).labeled == 0  # its prediction (offset 0) is not read
+    clock.now += 0.4
+    assert pipeline.process([prediction]).predictions == 0
+    clock.now += 0.2
+    assert pipeline.flush_due().predictions == 0  # 0.2 s after the prediction was buffered
+    clock.now += 0.4
+    assert pipeline.flush_due().predictions == 1
