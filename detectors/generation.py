@@ -339,11 +339,7 @@ class Generation:
     ) -> list[dict[str, Any]]:
         assert self._quality is not None
         q = self.settings.data_quality
-        lowest = {
-            metric: min(v for v in (levels.warning, levels.critical) if v is not None)
-            for metric in _QUALITY_METRICS
-            if (levels := getattr(q, metric)).warning is not None or levels.critical is not None
-        }
+        lowest = self._quality_lowest
         book = self._book
         alerts = []
         for measure in self._quality.update(columns, self._kinds, timestamps):
@@ -560,6 +556,16 @@ class Generation:
                 alerts.extend(self._evaluate_kpis(_Trigger.of(batch, stop - 1)))
             start = stop
         return alerts
+
+    @cached_property
+    def _quality_lowest(self) -> dict[str, float]:
+        """The lowest level of each quality rate that has one: settings never change."""
+        q = self.settings.data_quality
+        return {
+            metric: min(v for v in (levels.warning, levels.critical) if v is not None)
+            for metric in _QUALITY_METRICS
+            if (levels := getattr(q, metric)).warning is not None or levels.critical is not None
+        }
 
     @cached_property
     def _thresholded_metrics(self) -> tuple[frozenset[str], frozenset[str]]:
