@@ -8,11 +8,12 @@ model's reference of its features, which data quality reads too
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -23,9 +24,9 @@ from detectors.reference import (
     ModelProfile,
     as_float32,
     categorical_summary,
-    sketch_ks_wasserstein_rows,
     summaries_of_sorted_rows,
 )
+from detectors.sketch import SketchCache, SketchCdf, sketch_ks_wasserstein_rows
 from detectors.stats import (
     bin_counts_rows,
     bin_counts_sorted,
@@ -53,8 +54,15 @@ times each, p < 1e-4 happened 2.2x as often as it should (300,000 simulated wind
 worst case measured is 1.3x (many cells expected ~11 times), typical cases 0.8-1.1x."""
 
 
+T = TypeVar("T")
+
 # A summary (evidence), or what makes it on first use.
 Summary = dict[str, Any] | Callable[[], dict[str, Any]]
+
+_SKETCHES = SketchCache(max_bytes=16 << 20)
+"""The KS tables of the frozen references tested most recently, shared by every monitor of the
+process: a table is about ``features * (sample_size + 1) * 40`` bytes (410 KB at 20 features),
+as much as the rest of a model's state, so only the busy references keep one."""
 
 
 def _made(summary: Summary) -> dict[str, Any]:
@@ -71,7 +79,8 @@ class FeatureDrift:
     ``-log10(p_value)`` (capped at 300), comparable across both tests because both are
     calibrated p-values. ``psi`` and ``js_distance`` (base 2) are over the reference bins or
     categories; ``wasserstein`` is in the feature's units and ``wasserstein_normalized`` in
-    reference standard deviations (None for categorical or a constant reference).
+    reference standard deviations (None for categorical or a constant reference). These
+    distances are evidence: a numeric feature's are computed on first use.
     ``unseen_share`` (categorical) is the share of current values in categories the reference
     has no count for. ``n_reference``/``n_current`` count the usable values tested.
     """
@@ -84,17 +93,33 @@ class FeatureDrift:
     threshold: float
     drifted: bool
     score: float
-    psi: float
-    js_distance: float
-    wasserstein: float | None
     unseen_share: float | None
-    # The reference's and the current window's summaries, or what makes them: they are
-    # evidence, read only when an alert changes state, so most evaluations never build them.
+    # The distances, and the reference's and the current window's summaries, or what makes
+    # them: they are evidence, read only when an alert changes state, so most evaluations never
+    # build them.
+    distances: Summary = field(compare=False)
     summarize_reference: Summary = field(compare=False)
     summarize: Summary = field(compare=False)
-    wasserstein_normalized: float | None = None
     n_reference: int = 0
     n_current: int = 0
+
+    @property
+    def psi(self) -> float:
+        return float(_made(self.distances)["psi"])
+
+    @property
+    def js_distance(self) -> float:
+        return float(_made(self.distances)["js_distance"])
+
+    @property
+    def wasserstein(self) -> float | None:
+        w: float | None = _made(self.distances)["wasserstein"]
+        return w
+
+    @property
+    def wasserstein_normalized(self) -> float | None:
+        w: float | None = _made(self.distances)["wasserstein_normalized"]
+        return w
 
     @property
     def reference_summary(self) -> dict[str, Any]:
@@ -134,7 +159,7 @@ class DriftEvaluation:
         return tuple(f.feature for f in self.features if f.drifted)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class _NumericRefs:
     """The reference side of the numeric tests, one row per numeric feature of the monitor:
     views of the :class:`~detectors.reference.FeatureReference`, or of a sliding window."""
@@ -341,14 +366,18 @@ class DataDriftMonitor:
     * window, a ring allocated once: ``W * (4 Fn + Fc + 8)`` (float32 values, one-byte
       category codes while features keep at most 127 categories, int64 event times); twice
       that for a ``"sliding"`` reference, which keeps its raw window and no other reference;
-    * reference, once ready: ``Fn * (4 S + 12 B + 140) + sum(k * (4 L + 4))`` over the
-      categorical features, ``k`` categories of at most ``L`` characters;
-    * while a first-N reference fills: ``4 R Fn`` (the fill array, allocated once), instead.
+    * reference, once ready: ``Fn * (4 S + 12 B + 140) + sum(D(k))`` over the categorical
+      features, ``D(k)`` the size of a dict of ``k + 1`` keys (each of ``k`` categories and no
+      value, to their codes): 352 bytes up to 5 categories, 632 up to 10, 1,168 up to 21, 2,264
+      up to 42, 4,688 up to 85;
+    * while a first-N reference fills: ``4 R Fn`` (the fill array, allocated once), instead;
+    * not per model: the KS tables of the references tested most recently, at most 16 MiB per
+      process (``_SKETCHES``).
 
-    At the defaults and 20 features (15 numeric, 5 categorical of <= 8 short categories):
-    73,000 + 35,140 = 108,140 bytes, 300,000 while filling. A model's prediction side adds
+    At the defaults and 20 features (15 numeric, 5 categorical of 3 to 8 categories):
+    73,000 + 36,940 = 109,940 bytes, 300,000 while filling. A model's prediction side adds
     prediction drift on a numeric score, ``12 W + 4 S + 12 B + 140`` (14,308), and data quality
-    reading this reference, ``(Fn + Fc) * (Wq + 88)`` with ``Wq`` its window (11,760): 134,208
+    reading this reference, ``(Fn + Fc) * (Wq + 88)`` with ``Wq`` its window (11,760): 136,008
     bytes in all, ``4 R (Fn + 1) + (Fn + Fc) * (Wq + 40)`` = 330,800 while the references fill.
 
     Examples
@@ -645,7 +674,8 @@ class DataDriftMonitor:
         windows: dict[str, np.ndarray] = {}
         if self._numeric_names:
             window = ring.numeric[:, columns]
-            results.extend(self._numeric_tests(numeric_refs, window, n_current))
+            frozen = self._reference is not None
+            results.extend(self._numeric_tests(numeric_refs, window, n_current, frozen))
             for i in np.flatnonzero(numeric_refs.testable).tolist():
                 windows[self._numeric_names[i]] = window[i]
         if self._categorical_names:
@@ -678,14 +708,13 @@ class DataDriftMonitor:
             )
             for (name, kind, test, statistic, p, extra), t in zip(results, thresholds, strict=True)
         ]
-        features.sort(key=lambda f: (-f.score, -_or_zero(f.js_distance), f.feature))
         return DriftEvaluation(
             index=index,
             n_current=n_current,
             first_ts_ms=int(ts.min()),
             last_ts_ms=int(ts.max()),
             reference_size=reference_size,
-            features=tuple(features),
+            features=_ranked(features),
             n_seen=n_seen,
             windows=windows,
         )
@@ -775,31 +804,24 @@ class DataDriftMonitor:
         return numeric_refs, categorical
 
     def _numeric_tests(
-        self, refs: _NumericRefs, window: np.ndarray, n_rows: int
+        self, refs: _NumericRefs, window: np.ndarray, n_rows: int, frozen: bool
     ) -> list[tuple[str, FeatureKind, str, float, float, dict[str, Any]]]:
-        """KS, PSI, JS and Wasserstein of every numeric feature against its current ``window``
-        (one row per feature, NaN = no value) of ``n_rows`` events."""
-        current = np.sort(window, axis=1).astype(np.float64)  # NaN sorts last
+        """KS of every numeric feature against its current ``window`` (float32, one row per
+        feature, NaN = no value) of ``n_rows`` events; PSI, JS and Wasserstein on first use."""
+        current = np.sort(window, axis=1)  # NaN sorts last
         finite = np.count_nonzero(~np.isnan(current), axis=1)
-        d, p, distance = sketch_ks_wasserstein_rows(
-            refs.sample, refs.sample_sizes, refs.counts, current, finite
-        )
-        counts = bin_counts_rows(current, refs.edges)
-        psis = psi_rows(refs.proportions, counts, refs.n_bins)
-        jss = js_distance_rows(refs.proportions, counts)
-        summaries = _Once(partial(summaries_of_sorted_rows, current, finite, n_rows))
+        cdf = _SKETCHES.get(refs, partial(_sketch_cdf, refs)) if frozen else _sketch_cdf(refs)
+        d, p = cdf.ks(current, finite)
+        as_float64 = _Once(partial(current.astype, np.float64))
+        distances = _Rows(partial(_numeric_distances, refs, as_float64, finite))
+        summaries = _Rows(lambda: summaries_of_sorted_rows(as_float64.value, finite, n_rows))
         out: list[tuple[str, FeatureKind, str, float, float, dict[str, Any]]] = []
         for i in np.flatnonzero(refs.testable & (finite >= MIN_VALUES)).tolist():
-            std = float(refs.std[i])
-            w = float(distance[i])
             extra = {
-                "psi": float(psis[i]),
-                "js_distance": float(jss[i]),
-                "wasserstein": w,
                 "unseen_share": None,
+                "distances": partial(distances.item, i),
                 "summarize_reference": refs.summaries[i],
                 "summarize": partial(summaries.item, i),
-                "wasserstein_normalized": w / std if std > 0 else None,
                 "n_reference": int(refs.counts[i]),
                 "n_current": int(finite[i]),
             }
@@ -808,19 +830,76 @@ class DataDriftMonitor:
         return out
 
 
-class _Once:
-    """A list computed on first use (the current summaries of all numeric features at once)."""
+def _sketch_cdf(refs: _NumericRefs) -> SketchCdf:
+    return SketchCdf(refs.sample, refs.sample_sizes, refs.counts)
+
+
+def _numeric_distances(
+    refs: _NumericRefs, current: _Once[np.ndarray], finite: np.ndarray
+) -> list[dict[str, Any]]:
+    values = current.value
+    _, _, distance = sketch_ks_wasserstein_rows(
+        refs.sample, refs.sample_sizes, refs.counts, values, finite
+    )
+    counts = bin_counts_rows(values, refs.edges)
+    psis = psi_rows(refs.proportions, counts, refs.n_bins)
+    jss = js_distance_rows(refs.proportions, counts)
+    out = []
+    for i in range(values.shape[0]):
+        std, w = float(refs.std[i]), float(distance[i])
+        out.append(
+            {
+                "psi": float(psis[i]),
+                "js_distance": float(jss[i]),
+                "wasserstein": w,
+                "wasserstein_normalized": w / std if std > 0 else None,
+            }
+        )
+    return out
+
+
+def _ranked(features: list[FeatureDrift]) -> tuple[FeatureDrift, ...]:
+    """Most drifted first: by score, then JS distance, then name. The JS distance is evidence
+    computed on first use, so it is read only to break a tie of scores."""
+    features.sort(key=lambda f: (-f.score, f.feature))
+    out: list[FeatureDrift] = []
+    for _, tied in itertools.groupby(features, key=lambda f: f.score):
+        group = list(tied)
+        if len(group) > 1:
+            group.sort(key=lambda f: (-_or_zero(f.js_distance), f.feature))
+        out.extend(group)
+    return tuple(out)
+
+
+class _Once(Generic[T]):
+    """A value computed on first use."""
 
     __slots__ = ("_make", "_value")
 
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make: Callable[[], T] | None = make
+        self._value: T | None = None
+
+    @property
+    def value(self) -> T:
+        if self._make is not None:
+            self._value, self._make = self._make(), None
+        return self._value  # type: ignore[return-value]  # set above
+
+    def __call__(self) -> T:
+        return self.value
+
+
+class _Rows:
+    """A list computed on first use (all numeric features at once)."""
+
+    __slots__ = ("_list",)
+
     def __init__(self, make: Callable[[], list[dict[str, Any]]]) -> None:
-        self._make = make
-        self._value: list[dict[str, Any]] | None = None
+        self._list = _Once(make)
 
     def item(self, i: int) -> dict[str, Any]:
-        if self._value is None:
-            self._value = self._make()
-        return self._value[i]
+        return self._list.value[i]
 
 
 def _categorical_test(
@@ -842,9 +921,7 @@ def _categorical_test(
         statistic,
         p,
         {
-            "psi": psi(ref.counts, counts),
-            "js_distance": js_distance(ref.counts, counts),
-            "wasserstein": None,
+            "distances": _Once(partial(_categorical_distances, ref.counts, counts)),
             "unseen_share": unseen,
             "summarize_reference": ref.summary,
             "summarize": partial(ref.summarize, counts, n_rows),
@@ -852,6 +929,15 @@ def _categorical_test(
             "n_current": m,
         },
     )
+
+
+def _categorical_distances(ref_counts: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
+    return {
+        "psi": psi(ref_counts, counts),
+        "js_distance": js_distance(ref_counts, counts),
+        "wasserstein": None,
+        "wasserstein_normalized": None,
+    }
 
 
 def _thresholds(p_values: np.ndarray, alpha: float, correction: Correction) -> np.ndarray:

@@ -52,13 +52,17 @@ class ModelBuffer:
         # Processing time of the oldest waiting event (None when empty or when not timed).
         self.since: float | None = None
 
+    # add_prediction and add_labeled run once per record: the bookkeeping of _added is
+    # repeated in them rather than called.
     def add_prediction(self, doc: Any, record: Any, now: float | None) -> None:
         if not self.predictions:
             self.prediction_topic = record.topic
         self.predictions.append(doc)
         self.prediction_offsets.append(record.offset)
         self.records.append(record)
-        self._added(now)
+        if not self.n:
+            self.since = now
+        self.n += 1
 
     def add_labeled(self, labeled: tuple[Any, ...], record: Any, now: float | None) -> None:
         """A labelled event; ``record`` is the outcome read now, or None when the outcome was
@@ -66,7 +70,9 @@ class ModelBuffer:
         self.labeled.append(labeled)
         if record is not None:
             self.records.append(record)
-        self._added(now)
+        if not self.n:
+            self.since = now
+        self.n += 1
 
     def add_expired(self, version: str | None, timestamp_ms: int, now: float | None) -> None:
         self.expired.append((version, timestamp_ms))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from detectors.settings import MonitorSettings
 from service.errors import ConfigError
@@ -86,6 +86,19 @@ class ProcessingSettings(_Strict):
     max_buffer_ms: int = Field(default=500, ge=0)
     """... or once the oldest of them has waited this long (processing time; ``driftline run``
     only). Buffering changes when alerts go out, never which."""
+    max_buffer_ms_behind: int = Field(default=5000, ge=0)
+    """The wait instead of ``max_buffer_ms`` while the service is behind: its last read came
+    back full (``batch_size`` records), so more is waiting. Alerts are late by the backlog
+    anyway; bigger monitor calls drain it sooner. Must be at least ``max_buffer_ms``."""
+
+    @model_validator(mode="after")
+    def _behind_waits_longer(self) -> ProcessingSettings:
+        if self.max_buffer_ms_behind < self.max_buffer_ms:
+            raise ValueError(
+                f"max_buffer_ms_behind ({self.max_buffer_ms_behind}) must be at least "
+                f"max_buffer_ms ({self.max_buffer_ms})"
+            )
+        return self
 
 
 class LimitSettings(_Strict):

@@ -392,15 +392,17 @@ class BatchDecoder:
                     with contextlib.suppress(msgspec.DecodeError, ValueError):
                         docs[i] = fast(value)
         errors: list[tuple[int, DecodeError]] = []
-        for i, doc in enumerate(docs):
-            if (
-                doc is not None
-                and type(doc.timestamp) is not str
-                and (max_features is None or len(doc.features) <= max_features)
-            ):
-                continue
-            # Refused, over the feature limit, or an RFC 3339 time: the per-message decoder has
-            # the last word.
+        # Refused, over the feature limit, or an RFC 3339 time: the per-message decoder has the
+        # last word. (A comprehension: this runs once per message.)
+        if max_features is None:
+            doubtful = [i for i, d in enumerate(docs) if d is None or type(d.timestamp) is str]
+        else:
+            doubtful = [
+                i
+                for i, d in enumerate(docs)
+                if d is None or type(d.timestamp) is str or len(d.features) > max_features
+            ]
+        for i in doubtful:
             try:
                 event = careful(values[i], _NOWHERE, limits)
             except DecodeError as exc:

@@ -247,7 +247,9 @@ class Pipeline:
             self._tasks[partition].join.expire(expired)
             self._collect_expired(self._tasks[partition], expired, result, now)
         if now is not None:
-            self._observe_due(now, result)
+            self._observe_due(
+                now, result, behind=len(records) >= self._config.processing.batch_size
+            )
         return result
 
     def flush(self, partitions: Iterable[int] | None = None) -> BatchResult:
@@ -262,11 +264,12 @@ class Pipeline:
                         self._observe(task, model_id, buffer, result)
         return result
 
-    def flush_due(self) -> BatchResult:
-        """Observe the models whose oldest waiting event has waited ``max_buffer_ms``."""
+    def flush_due(self, *, behind: bool = False) -> BatchResult:
+        """Observe the models whose oldest waiting event has waited ``max_buffer_ms``, or
+        ``max_buffer_ms_behind`` when the caller's last read came back full (``behind``)."""
         result = BatchResult()
         if self._clock is not None:
-            self._observe_due(self._clock(), result)
+            self._observe_due(self._clock(), result, behind=behind)
         return result
 
     def held_offsets(self) -> dict[tuple[str, int], int]:
@@ -281,8 +284,9 @@ class Pipeline:
                         held[key] = offset
         return held
 
-    def _observe_due(self, now: float, result: BatchResult) -> None:
-        wait_s = self._config.processing.max_buffer_ms / 1000.0
+    def _observe_due(self, now: float, result: BatchResult, *, behind: bool) -> None:
+        processing = self._config.processing
+        wait_s = (processing.max_buffer_ms_behind if behind else processing.max_buffer_ms) / 1000
         for task in self._tasks.values():
             for model_id, buffer in list(task.buffers.items()):
                 if buffer.n and buffer.since is not None and now - buffer.since >= wait_s:
@@ -307,14 +311,12 @@ class Pipeline:
             )
         buffer.add_prediction(doc, record, now)
         timestamp = doc.timestamp
-        outcome = join.add_prediction(
-            key, timestamp, (doc.model_version, doc.prediction, doc.score, timestamp), expired
-        )
+        predicted = (doc.model_version, doc.prediction, doc.score, timestamp)
+        outcome = join.add_prediction(key, timestamp, predicted, expired)
         if outcome is not None:
             label, labeled_at, topic, offset, _ = outcome
-            labeled = (doc.model_version, doc.prediction, doc.score, timestamp)
             # The outcome's record was read in an earlier call and is not buffered again.
-            buffer.add_labeled((*labeled, label, labeled_at, topic, offset), None, now)
+            buffer.add_labeled((*predicted, label, labeled_at, topic, offset), None, now)
 
     def _add_outcome(
         self,

@@ -112,6 +112,38 @@ def test_max_buffer_ms_observes_a_quiet_model_on_the_clock(
     assert pipeline.flush_due().predictions == flushed
 
 
+@pytest.mark.parametrize(("behind", "flushed"), [(False, 6), (True, 0)])
+def test_max_buffer_ms_behind_is_the_wait_while_reads_come_back_full(
+    behind: bool, flushed: int
+) -> None:
+    """While the caller's reads come back full (a backlog), a quiet model's events wait
+    ``max_buffer_ms_behind`` instead of ``max_buffer_ms``."""
+    clock = Clock()
+    cfg = config(min_model_batch=1000, max_buffer_ms=500, max_buffer_ms_behind=2000)
+    pipeline = Pipeline(cfg, clock=clock)
+    data = [r for r in records(STREAMS[:1], 6) if r.role == "prediction"]
+    assert pipeline.process(data).predictions == 0
+    clock.now += 0.6
+    assert pipeline.flush_due(behind=behind).predictions == flushed
+    clock.now += 1.5
+    assert pipeline.flush_due(behind=True).predictions == 6 - flushed
+
+
+@pytest.mark.parametrize(("batch_size", "flushed"), [(7, 12), (6, 0)])
+def test_a_full_batch_to_process_counts_as_behind(batch_size: int, flushed: int) -> None:
+    """``process`` checks the waits itself after its records: a batch of ``batch_size``
+    records means the read came back full, so the longer wait applies."""
+    clock = Clock()
+    cfg = config(
+        min_model_batch=1000, max_buffer_ms=500, max_buffer_ms_behind=2000, batch_size=batch_size
+    )
+    pipeline = Pipeline(cfg, clock=clock)
+    data = [r for r in records(STREAMS[:1], 12) if r.role == "prediction"]
+    assert pipeline.process(data[:6]).predictions == 0
+    clock.now += 0.6
+    assert pipeline.process(data[6:]).predictions == flushed
+
+
 def test_without_a_clock_only_the_count_or_a_flush_observes() -> None:
     """Replay has no processing time: ``max_buffer_ms`` does not apply, so its output does not
     depend on how fast it runs."""

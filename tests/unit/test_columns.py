@@ -5,8 +5,12 @@ from __future__ import annotations
 import doctest
 import math
 import pickle
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -253,3 +257,110 @@ def test_infer_kinds_counts_numbers_against_everything_else(
     assert infer_kinds(rows) == expected
     subset = {"a", "c"}
     assert infer_kinds(rows, names=subset) == {k: v for k, v in expected.items() if k in subset}
+
+
+# -- the numeric block against the feature-by-feature conversion ---------------------------------
+
+
+class _Row(dict[str, object]):
+    """A mapping that is not a plain dict: ``columnarize`` converts its batch feature by
+    feature."""
+
+
+_FLOAT_EDGES = [math.nan, math.inf, -math.inf, -0.0, 0.0, 5e-324, 1.7976931348623157e308]
+_BIG_INTS = [2**53 + 1, 2**63, -(2**63) - 1, 2**64 + 1, 10**30, -(10**30), 10**308]
+_HUGE_INTS = [10**400, -(10**400), 10**309, 2**1024]  # beyond float range
+_NOT_NUMBERS: list[object] = [True, False, "", "1.5", "x"]
+_CATEGORY_VALUES: list[object] = ["a", "b", "", None, True, False, 3, 1.5, math.nan, 10**400]
+
+
+def _number(rng: random.Random, huge: bool) -> object:
+    u = rng.random()
+    if u < 0.1:
+        return None
+    if u < 0.4:
+        return rng.randint(-1000, 1000)
+    if u < 0.7:
+        return rng.gauss(0.0, 100.0)
+    if u < 0.85:
+        return rng.choice(_FLOAT_EDGES)
+    return rng.choice(_BIG_INTS + _HUGE_INTS if huge else _BIG_INTS)
+
+
+def _batch(rng: random.Random) -> tuple[list[dict[str, object]], dict[str, FeatureKind]]:
+    """2-6 numeric and 0-3 categorical features in shuffled order, 0-30 rows. Independently
+    per batch: some numeric values bools or strings, keys omitted, one row not a plain dict,
+    ints beyond float range; a batch with none of these is one the numeric block converts."""
+    names: list[tuple[str, FeatureKind]] = [
+        *((f"x{i}", "numeric") for i in range(rng.randint(2, 6))),
+        *((f"c{i}", "categorical") for i in range(rng.randint(0, 3))),
+    ]
+    rng.shuffle(names)
+    kinds = dict(names)
+    wrong_types, omit = rng.random() < 0.3, rng.random() < 0.25
+    subclass, huge = rng.random() < 0.15, rng.random() < 0.2
+    rows: list[dict[str, object]] = []
+    for _ in range(rng.randint(0, 30)):
+        row: dict[str, object] = {}
+        for name, kind in kinds.items():
+            if omit and rng.random() < 0.15:
+                continue
+            if kind == "categorical":
+                row[name] = rng.choice(_CATEGORY_VALUES)
+            elif wrong_types and rng.random() < 0.15:
+                row[name] = rng.choice(_NOT_NUMBERS)
+            else:
+                row[name] = _number(rng, huge)
+        if rng.random() < 0.1:
+            row["extra"] = "ignored"
+        rows.append(row)
+    if subclass and rows:
+        i = rng.randrange(len(rows))
+        rows[i] = _Row(rows[i])
+    return rows, kinds
+
+
+def test_columnarize_numeric_block_equals_feature_by_feature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 seeded batches: ``columnarize`` (numeric features in one block when every row is a
+    plain dict holding every numeric name and every numeric value is an int, a float or None;
+    else feature by feature) gives exactly what ``column_of`` gives for each feature's values
+    alone: numeric columns (NaN where NaN, the sign of zeros too), categorical columns,
+    ``missing`` and ``type_mismatch``; features come in the order of ``kinds``. The block is
+    watched so that both paths surely run, 300 batches or more each."""
+    block = detectors.columns._numeric_block
+    used: list[bool] = []
+
+    def watched(rows: Sequence[Mapping[str, object]], names: list[str]) -> Any:
+        out = block(rows, names)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(detectors.columns, "_numeric_block", watched)
+    rng = random.Random(20240611)
+    for _ in range(1000):
+        rows, kinds = _batch(rng)
+        cols = columnarize(rows, kinds)
+        assert cols.n == len(rows)
+        numeric_names = [name for name, kind in kinds.items() if kind == "numeric"]
+        assert list(cols.numeric) == numeric_names
+        assert list(cols.categorical) == [n for n in kinds if n not in numeric_names]
+        assert list(cols.missing) == list(cols.type_mismatch) == list(kinds)
+        for name, kind in kinds.items():
+            want = column_of(name, [row.get(name) for row in rows], kind)
+            if kind == "numeric":
+                got, expected = cols.numeric[name], want.numeric[name]
+                assert got.dtype == expected.dtype == np.float64
+                np.testing.assert_array_equal(got, expected)
+                assert np.signbit(got).tolist() == np.signbit(expected).tolist()
+            else:
+                got, expected = cols.categorical[name], want.categorical[name]
+                assert got.dtype == expected.dtype == object
+                assert got.tolist() == expected.tolist()
+            for attr in ("missing", "type_mismatch"):
+                mask, want_mask = getattr(cols, attr)[name], getattr(want, attr)[name]
+                assert mask.dtype == want_mask.dtype == np.bool_
+                assert mask.tolist() == want_mask.tolist()
+    assert len(used) == 1000
+    assert sum(used) >= 300 and used.count(False) >= 300, sum(used)

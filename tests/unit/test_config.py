@@ -66,6 +66,7 @@ models:
     ("text", "key"),
     [
         ("processing:\n  batch_size: 0\n", "processing.batch_size"),
+        ("processing:\n  max_buffer_ms_behind: 100\n", "max_buffer_ms_behind"),
         ("kafka:\n  nonsense: 1\n", "kafka.nonsense"),
         (
             "models:\n  m1:\n    concept_drift: {detector: magic}\n",

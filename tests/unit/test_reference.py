@@ -25,8 +25,8 @@ from detectors.reference import (
     NumericProfile,
     categorical_summary,
     numeric_summary,
-    sketch_ks_wasserstein_rows,
 )
+from detectors.sketch import sketch_ks_wasserstein_rows
 from detectors.stats import ks_wasserstein_rows
 
 
