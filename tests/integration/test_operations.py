@@ -85,6 +85,18 @@ def test_metrics_and_health_after_known_input(
             and 'status="firing"' in k
         )
         assert counted == sum(1 for a in firing if a["kind"] == kind)
+        # The gauge of alerts firing now: fired minus resolved, per model and kind.
+        now_firing = sum(
+            1 if a["status"] == "firing" else -1 for a in alerts if a["kind"] == kind
+        )
+        gauge = [
+            v
+            for k, v in metrics.items()
+            if k.startswith("driftline_alerts_firing{")
+            and f'kind="{kind}"' in k
+            and 'model_id="m-degraded"' in k
+        ]
+        assert sum(gauge) == now_firing
     assert 0.88 < metrics['driftline_model_kpi{metric="accuracy",model_id="m-healthy"}'] < 0.96
     assert metrics['driftline_model_kpi{metric="accuracy",model_id="m-degraded"}'] < 0.7
     assert metrics["driftline_batch_processing_seconds_count"] >= 1
