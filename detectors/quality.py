@@ -21,7 +21,9 @@ _MISMATCH = 2
 _CHECKED = 4  # a usable value compared with the reference
 _OUTSIDE = 8  # ... and found out of range / in a category the reference does not have
 _BITS = (_MISSING, _MISMATCH, _CHECKED, _OUTSIDE)
-_BIT_COLUMNS = [7, 6, 5, 4]  # where np.unpackbits puts each of _BITS
+# Which of _BITS each of the 16 flag values sets: a histogram of flag values times this matrix
+# counts every bit.
+_VALUE_BITS = np.array([[int(v & b != 0) for b in _BITS] for v in range(16)], dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,8 +383,10 @@ class QualityMonitor:
 
 def _bit_counts(flags: np.ndarray) -> np.ndarray:
     """Per feature (row), how many events (columns) have each flag of :data:`_BITS` set."""
-    bits = np.unpackbits(flags[:, :, None], axis=2)  # most significant bit first
-    return np.asarray(bits.sum(axis=1, dtype=np.int64)[:, _BIT_COLUMNS])
+    k = flags.shape[0]
+    keys = flags + (np.arange(k, dtype=np.int64) * 16)[:, None]  # (feature, flag value)
+    histogram = np.bincount(keys.ravel(), minlength=16 * k).reshape(k, 16)
+    return np.asarray(histogram @ _VALUE_BITS)
 
 
 def _rate(part: int, whole: int) -> float:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import detectors.quality
 from detectors.columns import FeatureKind, columnarize
-from detectors.quality import QualityMeasure, QualityMonitor
+from detectors.quality import _BITS, QualityMeasure, QualityMonitor, _bit_counts
 from detectors.reference import ModelProfile
 
 KINDS: dict[str, FeatureKind] = {"x": "numeric", "c": "categorical"}
@@ -192,3 +192,14 @@ def test_rates_are_over_the_last_window_for_any_batch_split(
                 assert m.n == len(checked)
                 assert m.value == pytest.approx(checked.count(1e6) / len(checked))
         start += len(batch)
+
+
+def test_bit_counts_count_every_flag_of_every_feature() -> None:
+    """The window's flag totals (a histogram of flag values per feature) against counting each
+    bit directly, on random flag blocks of 0 to 600 events."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        flags = rng.integers(0, 16, (int(rng.integers(1, 25)), int(rng.integers(0, 600))))
+        flags = flags.astype(np.uint8)
+        want = np.stack([((flags & bit) != 0).sum(axis=1) for bit in _BITS], axis=1)
+        assert np.array_equal(_bit_counts(flags), want)
