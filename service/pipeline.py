@@ -21,7 +21,7 @@ from service.join import Expired, JoinBuffer
 
 Role = Literal["prediction", "outcome"]
 # Version of what a snapshot of a ``Task`` holds; older snapshots are refused on restore.
-TASK_FORMAT = 2
+TASK_FORMAT = 3
 
 
 class InputRecord(NamedTuple):

@@ -245,7 +245,7 @@ def test_generation_gives_quality_the_data_drift_reference_of_its_size() -> None
         generation = Generation("m", settings)
         drift, quality = generation._data_drift, generation._quality
         assert quality is not None
-        return drift, quality.feature_reference
+        return None if drift is None else drift.monitor, quality.monitor.feature_reference
 
     drift, reference = wired(reference_size=300)
     assert reference is drift.feature_reference and reference.size == 300
@@ -255,7 +255,8 @@ def test_generation_gives_quality_the_data_drift_reference_of_its_size() -> None
         assert drift is None or drift.feature_reference is None
     generation = pickle.loads(pickle.dumps(Generation("m", MonitorSettings())))
     assert generation._quality is not None and generation._data_drift is not None
-    assert generation._quality.feature_reference is generation._data_drift.feature_reference
+    quality, drift = generation._quality.monitor, generation._data_drift.monitor
+    assert quality.feature_reference is drift.feature_reference
 
 
 def test_the_reference_refuses_skipped_events_and_pickles_while_filling() -> None:

@@ -1,0 +1,225 @@
+"""``DriftSignal``: data drift on the feature columns, or prediction drift on the model output.
+
+Each evaluation of the signal's :class:`~detectors.data_drift.DataDriftMonitor` tests every
+column against the reference; an alert per (test, column) fires on ``-log10(p)`` above the
+corrected level, and resolves only on evaluations that look like the reference and whose data
+differ from what the column looked like when it drifted (:class:`DriftedSample`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from detectors.alerts import AlertKind
+from detectors.batch import PredictionBatch
+from detectors.columns import FeatureColumns, FeatureKind
+from detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from detectors.recovery import DriftedSample
+from detectors.reference import ModelProfile
+from detectors.settings import DriftSettings
+from detectors.signals.base import FeatureBatch, SignalContext
+
+__all__ = ["ColumnSource", "DriftSignal", "drift_monitor", "feature_columns"]
+
+_EVIDENCE_FEATURES = 10
+
+
+class ColumnSource(Protocol):
+    """Which columns a drift signal tests."""
+
+    def __call__(self, batch: FeatureBatch) -> tuple[FeatureColumns, Mapping[str, FeatureKind]]:
+        """The columns to test in ``batch``, and their kinds."""
+
+
+def feature_columns(batch: FeatureBatch) -> tuple[FeatureColumns, Mapping[str, FeatureKind]]:
+    """The columns of data drift: every feature."""
+    return batch.columns, batch.kinds
+
+
+class DriftSignal:
+    """Drift of a set of columns against their reference, one alert per (test, column).
+
+    Parameters
+    ----------
+    context
+        The generation's shared context.
+    kind
+        ``"data_drift"`` or ``"prediction_drift"``: the alert kind, and which settings apply.
+    settings
+        That signal's settings (enabled).
+    profile
+        The baseline profile of its columns when ``settings.reference`` is ``"profile"``.
+    columns
+        The columns it tests in each batch.
+    """
+
+    def __init__(
+        self,
+        context: SignalContext,
+        kind: AlertKind,
+        settings: DriftSettings,
+        profile: ModelProfile | None,
+        columns: ColumnSource,
+    ) -> None:
+        self.context = context
+        self.kind = kind
+        self.settings = settings
+        self.profile = profile
+        self.columns = columns
+        self._monitor = drift_monitor(settings, profile)
+        # What each firing alert's column looked like, to test a recovery against.
+        self._drifted: dict[tuple[str, str], DriftedSample] = {}
+
+    @property
+    def monitor(self) -> DataDriftMonitor:
+        """The drift monitor that evaluates the columns."""
+        return self._monitor
+
+    def observe(self, batch: FeatureBatch) -> list[dict[str, Any]]:
+        columns, kinds = self.columns(batch)
+        predictions = batch.predictions
+        alerts: list[dict[str, Any]] = []
+        for evaluation in self._monitor.update(columns, kinds, predictions.timestamps):
+            alerts.extend(self._on_evaluation(evaluation, predictions))
+        return alerts
+
+    def close(self) -> None:
+        """Forget the drifted states: the generation is superseded."""
+        self._drifted.clear()
+
+    def _on_evaluation(
+        self, evaluation: DriftEvaluation, batch: PredictionBatch
+    ) -> list[dict[str, Any]]:
+        kind, settings, book = self.kind, self.settings, self.context.book
+        trigger_ms = int(batch.timestamps[evaluation.index])
+        # Evidence is built only when an alert changes state, and once per evaluation.
+        ranked: list[dict[str, Any]] | None = None
+        alerts = []
+        for drift in evaluation.features:
+            # The state machine runs on -log10(p) and fires at the corrected threshold. It
+            # resolves only on evaluations that look like the reference (p >= resolve_p_value)
+            # and whose data differ from the drifted state (DriftedSample), not on ones that
+            # merely miss significance.
+            level = -math.log10(max(drift.threshold, 1e-300))
+            rule = self.context.rule((kind, level), settings=settings, level=level)
+            score = -math.log10(max(drift.p_value, 1e-300))
+            key = (kind, drift.feature)
+            window = evaluation.windows.get(drift.feature)
+            recovery_p: float | None = None
+            fired_rule = book.firing_rule((kind, drift.test, drift.feature))
+            if fired_rule is not None:
+                drifted = self._drifted.get(key)
+                consistent = drift.p_value >= max(settings.resolve_p_value, drift.threshold)
+                if not consistent:
+                    if drifted is not None and window is not None:
+                        drifted.absorb(window, evaluation.n_seen, evaluation.n_current)
+                    recovered = False
+                elif drifted is None or window is None:
+                    recovered = True
+                else:
+                    recovery_p = drifted.recovery_p_value(
+                        window, evaluation.n_seen, evaluation.n_current
+                    )
+                    recovered = recovery_p < drift.threshold
+                # The state machine resolves on `resolve_evaluations` clear updates in a row:
+                # only a recovered evaluation is clear, anything else restarts the run. A firing
+                # state keeps the level it fired at (Holm's and BH's levels move with the other
+                # features' p-values), so both are judged against that level too.
+                fired_at = fired_rule.warning
+                assert fired_at is not None
+                score = (
+                    min(score, level, fired_at)
+                    if recovered
+                    else math.nextafter(max(level, fired_at), math.inf)
+                )
+            transitions = book.transitions(
+                (kind, drift.test, drift.feature), rule, score, evaluation.n_current
+            )
+            if transitions and ranked is None:
+                ranked = [_feature_evidence(f) for f in evaluation.features[:_EVIDENCE_FEATURES]]
+            for transition in transitions:
+                if transition.status == "firing" and window is not None:
+                    self._drifted[key] = DriftedSample(
+                        window,
+                        categorical=drift.kind == "categorical",
+                        fresh_from=evaluation.n_seen + evaluation.n_current,
+                        capacity=settings.reference_size,
+                    )
+                else:
+                    self._drifted.pop(key, None)
+                alerts.append(
+                    self.context.alert(
+                        kind,
+                        transition,
+                        detector=drift.test,
+                        feature=drift.feature,
+                        value=drift.p_value,
+                        threshold=drift.threshold,
+                        window=(
+                            evaluation.n_current,
+                            evaluation.first_ts_ms,
+                            evaluation.last_ts_ms,
+                        ),
+                        reference={
+                            "type": settings.reference,
+                            "size": evaluation.reference_size,
+                            "summary": drift.reference_summary,
+                        },
+                        evidence={
+                            "test": drift.test,
+                            "statistic": drift.statistic,
+                            "p_value": drift.p_value,
+                            "alpha": settings.alpha,
+                            "correction": settings.correction,
+                            "features_tested": len(evaluation.features),
+                            "current_summary": drift.current_summary,
+                            "ranked_features": ranked,
+                            "resolve_p_value": settings.resolve_p_value,
+                            "recovery_p_value": recovery_p,
+                        },
+                        trigger_ms=trigger_ms,
+                        source=batch.sources.at(evaluation.index),
+                    )
+                )
+        return alerts
+
+
+def drift_monitor(settings: DriftSettings, profile: ModelProfile | None) -> DataDriftMonitor:
+    """The drift monitor of ``settings``, with ``profile`` as its baseline if it has one."""
+    # A profile without this signal's columns cannot be the baseline: learn it from the stream.
+    reference = settings.reference
+    if reference == "profile" and profile is None:
+        reference = "first_n"
+    return DataDriftMonitor(
+        reference=reference,
+        reference_size=settings.reference_size,
+        profile=profile if reference == "profile" else None,
+        window=settings.window,
+        window_size=settings.window_size,
+        window_duration_ms=None
+        if settings.window_duration_s is None
+        else int(settings.window_duration_s * 1000),
+        every=settings.every,
+        alpha=settings.alpha,
+        correction=settings.correction,
+    )
+
+
+def _feature_evidence(drift: Any) -> dict[str, Any]:
+    return {
+        "feature": drift.feature,
+        "kind": drift.kind,
+        "test": drift.test,
+        "score": drift.score,
+        "statistic": drift.statistic,
+        "p_value": drift.p_value,
+        "drifted": drift.drifted,
+        "psi": drift.psi,
+        "js_distance": drift.js_distance,
+        "wasserstein": drift.wasserstein,
+        "unseen_share": drift.unseen_share,
+        "reference": drift.reference_summary,
+        "current": drift.current_summary,
+    }

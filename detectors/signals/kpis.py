@@ -1,0 +1,311 @@
+"""``KpiSignal``: rolling KPIs of labelled predictions against their thresholds.
+
+The KPIs (accuracy, F1, ROC AUC, … or MAE, RMSE, …) and the label metrics (coverage, delay) are
+measured at a fixed cadence of labelled events; each threshold of ``kpis.thresholds`` is an
+alert that fires when the metric's confidence bound passes its level. A relative threshold is a
+level around the same KPI over the first ``kpis.reference_size`` labelled events.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from detectors.alerting import AlertRule
+from detectors.batch import LabeledBatch
+from detectors.events import Source
+from detectors.kpi import ClassificationKPIs, LabelTracker, Metrics, RegressionKPIs
+from detectors.labels import label_key
+from detectors.settings import HIGHER_IS_WORSE, Threshold
+from detectors.signals.base import (
+    FLOAT_OR_NONE,
+    SignalContext,
+    Task,
+    numbers,
+    rounded,
+    z_quantile,
+)
+
+__all__ = ["KpiSignal", "applies"]
+
+
+class KpiSignal:
+    """KPI and label-metric thresholds of labelled predictions: one alert per threshold.
+
+    Parameters
+    ----------
+    context
+        The generation's shared context.
+    task
+        The model's task: which KPIs there are, and which thresholds apply.
+    labels
+        The generation's label coverage and delay (it feeds them; this signal reads them).
+    """
+
+    def __init__(self, context: SignalContext, task: Task, labels: LabelTracker) -> None:
+        self.context = context
+        self.task = task
+        self.labels = labels
+        s = context.settings.kpis
+        self._positive = label_key(context.settings.positive_label)
+        duration = (
+            int(s.duration_s * 1000) if s.window == "time" and s.duration_s is not None else None
+        )
+        self._kpis: ClassificationKPIs | RegressionKPIs
+        self._reference_kpis: ClassificationKPIs | RegressionKPIs | None
+        if task == "classification":
+            self._kpis = ClassificationKPIs(s.window, s.size, duration, self._positive)
+            self._reference_kpis = ClassificationKPIs(
+                "count", s.reference_size, None, self._positive
+            )
+        else:
+            self._kpis = RegressionKPIs(s.window, s.size, duration)
+            self._reference_kpis = RegressionKPIs("count", s.reference_size, None)
+        self._reference_values: dict[str, float | None] | None = None
+        self._reference_errors: dict[str, float | None] = {}
+        self._rules: dict[int, AlertRule | None] = {}
+        self._n_seen = 0  # labelled events observed before this batch
+
+    # -- what the snapshot reads ---------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """The KPIs of the window as it stands."""
+        return self._kpis.metrics()
+
+    @property
+    def window_span_ms(self) -> tuple[int, int] | None:
+        """Event times of the first and the last event of the window (None while empty)."""
+        return self._kpis.window_span_ms
+
+    @property
+    def reference_values(self) -> dict[str, float | None] | None:
+        """The reference KPIs (None until the reference is complete)."""
+        return self._reference_values
+
+    # -- events --------------------------------------------------------------------------------
+
+    def observe(self, batch: LabeledBatch) -> list[dict[str, Any]]:
+        alerts = self._on_kpis(batch, batch.labeled_at)
+        self._n_seen += batch.n
+        return alerts
+
+    def _on_kpis(self, batch: LabeledBatch, timestamps: np.ndarray) -> list[dict[str, Any]]:
+        settings = self.context.settings.kpis
+        if not settings.enabled:
+            # No KPI window, reference or threshold (label metrics' included). Label coverage
+            # and delay are still tracked, by the generation, for the snapshot: they describe
+            # the outcome feed rather than the model.
+            return []
+        every = settings.every
+        # Validated and encoded once; the slices fed at each cadence point are views of it.
+        if isinstance(self._kpis, RegressionKPIs):
+            events = self._kpis.prepare(
+                numbers(batch.labels), numbers(batch.predictions), timestamps
+            )
+        else:
+            events = self._kpis.prepare(
+                batch.labels, batch.predictions, self._scores(batch), timestamps
+            )
+        alerts: list[dict[str, Any]] = []
+        start = 0
+        seen = self._n_seen
+        reference_size = settings.reference_size
+        while start < batch.n:
+            # Cut the batch at the next cadence point so thresholds see the window as it stood.
+            stop = min(batch.n, start + every - (seen + start) % every)
+            self._kpis.update_prepared(events.take(start, stop))
+            if self._reference_values is None:
+                assert self._reference_kpis is not None
+                needed = reference_size - (seen + start)
+                if needed > 0:
+                    # Same task and positive label: the reference takes the same encoding.
+                    self._reference_kpis.update_prepared(
+                        events.take(start, min(stop, start + needed))
+                    )
+                if seen + stop >= reference_size:
+                    self._reference_values, self._reference_errors = (
+                        self._reference_kpis.measure()
+                    )
+                    self._reference_kpis = None  # measured once; its window is not needed
+                    self._rules.clear()
+            if (seen + stop) % every == 0:
+                alerts.extend(self._evaluate(_Trigger.of(batch, stop - 1)))
+            start = stop
+        return alerts
+
+    @cached_property
+    def _thresholded_metrics(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The KPI and the label metrics that this task's thresholds read: what an evaluation
+        measures."""
+        thresholds = self.context.settings.kpis.thresholds
+        metrics = {t.metric for t in thresholds if applies(t.metric, self.task)}
+        return (
+            frozenset(metrics.intersection(self._kpis.METRICS)),
+            frozenset(metrics.intersection(LabelTracker.METRICS)),
+        )
+
+    def _measure(self, complete: bool) -> tuple[Metrics, Metrics]:
+        """KPI and label metrics with their standard errors: those the thresholds read, from
+        running sums, or (``complete``) all of them, from the windows, for an alert's evidence."""
+        kpi_metrics, label_metrics = (None, None) if complete else self._thresholded_metrics
+        values, errors = self._kpis.measure(kpi_metrics)
+        if label_metrics is None or label_metrics:
+            label_values, label_errors = self.labels.measure(label_metrics)
+            values, errors = {**values, **label_values}, {**errors, **label_errors}
+        return values, errors
+
+    def _error(self, errors: Metrics, threshold: Threshold) -> float | None:
+        se = errors.get(threshold.metric)
+        if se is not None and threshold.relative:
+            # The reference is an estimate too: its error moves every level it sets.
+            se = math.hypot(se, self._reference_errors.get(threshold.metric) or 0.0)
+        return se
+
+    def _evaluate(self, trigger: _Trigger) -> list[dict[str, Any]]:
+        settings = self.context.settings.kpis
+        complete = False
+        values, errors = self._measure(complete)
+        n = int(values.get("n") or 0)
+        alerts = []
+        for position, threshold in enumerate(settings.thresholds):
+            if not applies(threshold.metric, self.task):
+                continue
+            value = values.get(threshold.metric)
+            if position not in self._rules:
+                self._rules[position] = self._rule(threshold)
+            rule = self._rules[position]
+            se = self._error(errors, threshold)
+            if value is None or rule is None or se is None:
+                continue
+            reference = (
+                None
+                if self._reference_values is None
+                else self._reference_values.get(threshold.metric)
+            )
+            identity = ("kpi_threshold", _rule_name(threshold), threshold.metric)
+            transitions = self.context.book.transitions(identity, rule, float(value), n, se)
+            if transitions and not complete:
+                # An alert changes state: its value, error and evidence come from the complete
+                # measure (the running sums agree with it to about 1e-12).
+                complete = True
+                values, errors = self._measure(complete)
+                value = _or(values.get(threshold.metric), value)
+                se = _or(self._error(errors, threshold), se)
+            for transition in transitions:
+                alerts.append(
+                    self.context.alert(
+                        "kpi_threshold",
+                        transition,
+                        detector=_rule_name(threshold),
+                        metric=threshold.metric,
+                        value=float(value),
+                        threshold=transition.threshold,
+                        window=(n, _first_ms(self._kpis), trigger.labeled_at_ms),
+                        reference={
+                            "value": reference,
+                            "relative": threshold.relative,
+                            "size": settings.reference_size,
+                            "kpis": None
+                            if self._reference_values is None
+                            else rounded(self._reference_values),
+                        },
+                        evidence={
+                            "kpis": rounded(values),
+                            "standard_error": se,
+                            "confidence": threshold.confidence,
+                            "bound": float(value) + (1 if rule.direction == "below" else -1)
+                            * (1 if transition.status == "firing" else -1)
+                            * rule.z
+                            * se,
+                            "min_samples": threshold.min_samples,
+                            "resolve_evaluations": threshold.resolve_evaluations,
+                        },
+                        trigger_ms=trigger.labeled_at_ms,
+                        source=trigger.source,
+                    )
+                )
+        return alerts
+
+    def _rule(self, threshold: Threshold) -> AlertRule | None:
+        direction: Literal["below", "above"] = (
+            "above" if threshold.metric in HIGHER_IS_WORSE else "below"
+        )
+        warning, critical = threshold.warning, threshold.critical
+        if threshold.relative:
+            if self._reference_values is None:
+                return None
+            reference = self._reference_values.get(threshold.metric)
+            if reference is None:
+                return None
+            sign = 1.0 if direction == "above" else -1.0
+            # Error metrics rise by a fraction of the reference; scores drop by absolute points.
+            scale = abs(reference) if direction == "above" else 1.0
+            warning = None if warning is None else reference + sign * warning * scale
+            critical = None if critical is None else reference + sign * critical * scale
+        return AlertRule(
+            direction=direction,
+            warning=warning,
+            critical=critical,
+            z=z_quantile(threshold.confidence),
+            min_samples=threshold.min_samples,
+            for_updates=threshold.for_updates,
+            resolve_updates=threshold.resolve_evaluations,
+            cooldown=threshold.cooldown,
+        )
+
+    def _scores(self, batch: LabeledBatch) -> np.ndarray:
+        scores = batch.scores
+        if FLOAT_OR_NONE.issuperset(map(type, scores)):
+            return np.array(scores, dtype=np.float64)  # None becomes NaN
+        positive = str(self._positive)
+        out = np.full(batch.n, np.nan)
+        for i, score in enumerate(scores):
+            if isinstance(score, float):
+                out[i] = score
+            elif isinstance(score, dict):
+                value = score.get(positive)
+                if value is not None:
+                    out[i] = value
+        return out
+
+
+class _Trigger(NamedTuple):
+    """The labelled event at which a KPI evaluation happened."""
+
+    labeled_at_ms: int
+    source: Source
+
+    @classmethod
+    def of(cls, batch: LabeledBatch, index: int) -> _Trigger:
+        return cls(int(batch.labeled_at[index]), batch.sources.at(index))
+
+
+def _first_ms(kpis: ClassificationKPIs | RegressionKPIs) -> int | None:
+    span = kpis.window_span_ms
+    return None if span is None else span[0]
+
+
+def _or(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value
+
+
+_CLASSIFICATION_ONLY = frozenset(
+    {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "positive_rate"}
+)
+_REGRESSION_ONLY = frozenset({"mae", "rmse", "mape", "r2"})
+
+
+def applies(metric: str, task: Task | None) -> bool:
+    """Whether a threshold on ``metric`` applies to a model of ``task``."""
+    if metric in _CLASSIFICATION_ONLY:
+        return task == "classification"
+    if metric in _REGRESSION_ONLY:
+        return task == "regression"
+    return True
+
+
+def _rule_name(threshold: Threshold) -> str:
+    return "relative_threshold" if threshold.relative else "threshold"
