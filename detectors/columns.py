@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import is_, itemgetter
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 FeatureKind = Literal["numeric", "categorical"]
+
+
+class CategoryEncoder(Protocol):
+    """Anything that turns a categorical column into category codes."""
+
+    def encode(self, values: np.ndarray) -> np.ndarray: ...
+
 
 _NUMBER_TYPES = frozenset({int, float})
 _NUMERIC_FAST = frozenset({int, float, type(None)})
@@ -63,6 +70,19 @@ class FeatureColumns:
     categorical: dict[str, np.ndarray]
     missing: dict[str, np.ndarray]
     type_mismatch: dict[str, np.ndarray]
+    # Category codes already computed for this batch, by (feature, id of the encoder): data
+    # drift and data quality encode the same columns with the same reference.
+    _encoded: dict[tuple[str, int], np.ndarray] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def encoded(self, name: str, encoder: CategoryEncoder) -> np.ndarray:
+        """Codes of categorical feature ``name`` by ``encoder``, computed once per batch."""
+        key = (name, id(encoder))
+        codes = self._encoded.get(key)
+        if codes is None:
+            codes = self._encoded[key] = encoder.encode(self.categorical[name])
+        return codes
 
     def kinds(self) -> dict[str, FeatureKind]:
         """The kind of every feature held, by name."""

@@ -625,9 +625,8 @@ class DataDriftMonitor:
     def _code_block(self, columns: FeatureColumns) -> np.ndarray:
         block = np.full((len(self._categorical_names), columns.n), -1, dtype=np.int32)
         for i, name in enumerate(self._categorical_names):
-            values = columns.categorical.get(name)
-            if values is not None:
-                block[i] = self._encoders[i].encode(values)
+            if name in columns.categorical:
+                block[i] = columns.encoded(name, self._encoders[i])
         return block
 
     # -- evaluation --------------------------------------------------------------------------

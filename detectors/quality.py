@@ -305,24 +305,33 @@ class QualityMonitor:
 
     def _flag_block(self, columns: FeatureColumns, checked: bool) -> np.ndarray:
         """The flags of every tracked feature (row) and event (column)."""
-        k, n = len(self._tracked), columns.n
-        missing = np.ones((k, n), dtype=bool)  # absent, or held with another kind: missing
-        mismatch = np.zeros((k, n), dtype=bool)
-        values = np.full((k, n), np.nan)
+        n = columns.n
+        absent = np.ones(n, dtype=bool)  # absent, or held with another kind: missing
+        no = np.zeros(n, dtype=bool)
+        none = np.full(n, np.nan)
+        missing_rows, mismatch_rows, value_rows = [], [], []
         codes: dict[int, np.ndarray] = {}
+        numeric, categorical = columns.numeric, columns.categorical
         for i, (name, kind) in enumerate(self._tracked.items()):
-            held = (columns.numeric if kind == "numeric" else columns.categorical).get(name)
+            held = (numeric if kind == "numeric" else categorical).get(name)
             if held is None:
+                missing_rows.append(absent)
+                mismatch_rows.append(no)
+                value_rows.append(none)
                 continue
-            missing[i], mismatch[i] = columns.missing[name], columns.type_mismatch[name]
-            if not checked:
-                continue
-            if kind == "numeric":
-                values[i] = held
+            missing_rows.append(columns.missing[name])
+            mismatch_rows.append(columns.type_mismatch[name])
+            if kind == "numeric" or not checked:
+                value_rows.append(held if kind == "numeric" else none)
             else:
-                codes[i] = self._categories[name].encode(held)
+                value_rows.append(none)
+                codes[i] = columns.encoded(name, self._categories[name])
+        k = len(missing_rows)
+        missing = np.stack(missing_rows) if k else np.ones((0, n), dtype=bool)
+        mismatch = np.stack(mismatch_rows) if k else np.zeros((0, n), dtype=bool)
         flags = missing.view(np.uint8) | (mismatch.view(np.uint8) << 1)
         if checked:
+            values = np.stack(value_rows) if k else np.full((0, n), np.nan)
             usable = ~np.isnan(values)
             # A feature without usable reference values has bounds (+inf, -inf): all outside.
             low, high = self._bounds[:, :1], self._bounds[:, 1:]
