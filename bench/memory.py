@@ -47,7 +47,7 @@ if __package__ in (None, ""):
 
 import orjson
 
-from detectors.events import Labeled, Prediction, Source
+from detectors.events import Labeled, Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 # One event per call may cost this much more RSS per model than large calls (the two runs start
@@ -79,38 +79,12 @@ def baseline_kib() -> int:
 
 def _events(n: int) -> tuple[list[Prediction], list[Labeled]]:
     from bench import quality as q
+    from service.synthetic import as_events
 
     values, outcomes = q.generate_chunk(q.StreamSpec(model_id="mem", seed=7), 0, n)
-    predictions, labeled = [], []
-    for j, (pv, ov) in enumerate(zip(values, outcomes, strict=True)):
-        p, o = orjson.loads(pv), orjson.loads(ov)
-        predictions.append(
-            Prediction(
-                p["event_id"],
-                p["model_id"],
-                p["model_version"],
-                p["timestamp"],
-                p["features"],
-                p["prediction"],
-                p["score"],
-                None,
-                Source("predictions", 0, j),
-            )
-        )
-        labeled.append(
-            Labeled(
-                p["event_id"],
-                p["model_id"],
-                p["model_version"],
-                p["prediction"],
-                p["score"],
-                o["label"],
-                p["timestamp"],
-                o["timestamp"],
-                Source("outcomes", 0, j),
-            )
-        )
-    return predictions, labeled
+    return as_events(
+        (orjson.loads(pv), orjson.loads(ov)) for pv, ov in zip(values, outcomes, strict=True)
+    )
 
 
 Form = Callable[[Sequence[Prediction], Sequence[Labeled]], Args]

@@ -6,11 +6,13 @@ speak about the same kind of stream.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from detectors.events import Labeled, Prediction, Source
 
 CATEGORIES = ("a", "b", "c", "d", "e", "f")
 
@@ -100,3 +102,41 @@ def generate(
             "label": int(label[i]),
         }
         yield prediction, outcome
+
+
+def as_events(
+    pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], offset: int = 0
+) -> tuple[list[Prediction], list[Labeled]]:
+    """(prediction, outcome) event documents as a monitor's events: each prediction, and the
+    same prediction labelled by its outcome. Pair ``i`` was read at offset ``offset + i`` of
+    partition 0 of topics "predictions" and "outcomes"."""
+    predictions: list[Prediction] = []
+    labeled: list[Labeled] = []
+    for at, (p, o) in enumerate(pairs, start=offset):
+        predictions.append(
+            Prediction(
+                p["event_id"],
+                p["model_id"],
+                p["model_version"],
+                p["timestamp"],
+                p["features"],
+                p["prediction"],
+                p["score"],
+                None,
+                Source("predictions", 0, at),
+            )
+        )
+        labeled.append(
+            Labeled(
+                p["event_id"],
+                p["model_id"],
+                p["model_version"],
+                p["prediction"],
+                p["score"],
+                o["label"],
+                p["timestamp"],
+                o["timestamp"],
+                Source("outcomes", 0, at),
+            )
+        )
+    return predictions, labeled

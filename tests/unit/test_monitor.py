@@ -10,41 +10,12 @@ import numpy as np
 from detectors.events import Labeled, Prediction, Source
 from detectors.monitor import ModelMonitor
 from detectors.settings import MonitorSettings
-from service.synthetic import ModelStream, generate
+from service.synthetic import ModelStream, as_events, generate
 from tests.schemas import validate_output
 
 
 def events(spec: ModelStream, n: int, offset: int = 0) -> tuple[list[Prediction], list[Labeled]]:
-    predictions, labeled = [], []
-    for i, (p, o) in enumerate(generate(spec, n, offset)):
-        at = offset + i
-        predictions.append(
-            Prediction(
-                p["event_id"],
-                p["model_id"],
-                p["model_version"],
-                p["timestamp"],
-                p["features"],
-                p["prediction"],
-                p["score"],
-                None,
-                Source("predictions", 0, at),
-            )
-        )
-        labeled.append(
-            Labeled(
-                p["event_id"],
-                p["model_id"],
-                p["model_version"],
-                p["prediction"],
-                p["score"],
-                o["label"],
-                p["timestamp"],
-                o["timestamp"],
-                Source("outcomes", 0, at),
-            )
-        )
-    return predictions, labeled
+    return as_events(generate(spec, n, offset), offset)
 
 
 def feed(
