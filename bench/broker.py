@@ -66,6 +66,22 @@ class Rate:
         }
 
 
+def service_settings(bootstrap: str, names: dict[str, str], group: str) -> dict[str, str]:
+    """The environment that points a service at the bench's broker, topics and group (HTTP
+    off, JSON logs); the parts add what they vary."""
+    return {
+        "DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap,
+        "DRIFTLINE_TOPICS__PREDICTIONS": names["predictions"],
+        "DRIFTLINE_TOPICS__OUTCOMES": names["outcomes"],
+        "DRIFTLINE_TOPICS__ALERTS": names["alerts"],
+        "DRIFTLINE_TOPICS__DEAD_LETTERS": names["dead-letters"],
+        "DRIFTLINE_TOPICS__KPIS": names["model-kpis"],
+        "DRIFTLINE_GROUP_ID": group,
+        "DRIFTLINE_HTTP__ENABLED": "false",
+        "DRIFTLINE_LOG_FORMAT": "json",
+    }
+
+
 def create_topics(bootstrap: str, names: dict[str, int]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(

@@ -41,7 +41,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench import inputs
-from bench.broker import committed_total, create_topics, delete_topics
+from bench.broker import committed_total, create_topics, delete_topics, service_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_SLEEP_S = 0.001
@@ -55,21 +55,9 @@ def _service_env(bootstrap: str, names: dict[str, str], group: str) -> dict[str,
         for k, v in os.environ.items()
         if not k.startswith("DRIFTLINE_") or k.startswith("DRIFTLINE_PROCESSING__")
     }
-    env.update(
-        {
-            "DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap,
-            "DRIFTLINE_TOPICS__PREDICTIONS": names["predictions"],
-            "DRIFTLINE_TOPICS__OUTCOMES": names["outcomes"],
-            "DRIFTLINE_TOPICS__ALERTS": names["alerts"],
-            "DRIFTLINE_TOPICS__DEAD_LETTERS": names["dead-letters"],
-            "DRIFTLINE_TOPICS__KPIS": names["model-kpis"],
-            "DRIFTLINE_GROUP_ID": group,
-            "DRIFTLINE_HTTP__ENABLED": "false",
-            "DRIFTLINE_LOG_FORMAT": "json",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
+    env.update(service_settings(bootstrap, names, group))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
     return env
 

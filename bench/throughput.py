@@ -130,18 +130,7 @@ def log(message: str) -> None:
 def service_environ(
     bootstrap: str, names: dict[str, str], group: str, models: int
 ) -> dict[str, str]:
-    environ = {
-        "DRIFTLINE_BOOTSTRAP_SERVERS": bootstrap,
-        "DRIFTLINE_TOPICS__PREDICTIONS": names["predictions"],
-        "DRIFTLINE_TOPICS__OUTCOMES": names["outcomes"],
-        "DRIFTLINE_TOPICS__ALERTS": names["alerts"],
-        "DRIFTLINE_TOPICS__DEAD_LETTERS": names["dead-letters"],
-        "DRIFTLINE_TOPICS__KPIS": names["model-kpis"],
-        "DRIFTLINE_GROUP_ID": group,
-        "DRIFTLINE_HTTP__ENABLED": "false",
-        "DRIFTLINE_LOG_FORMAT": "json",
-        **passthrough(),
-    }
+    environ = {**broker.service_settings(bootstrap, names, group), **passthrough()}
     if models > load_config(None, environ=environ).limits.max_models:
         environ["DRIFTLINE_LIMITS__MAX_MODELS"] = str(models)
     return environ
