@@ -6,6 +6,7 @@ import doctest
 import itertools
 import math
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -441,19 +442,7 @@ def label_windows() -> Simulated:
     return metrics, errors
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "log_loss",
-        "brier",
-        "positive_rate",
-    ],
-)
+@pytest.mark.parametrize("key", ClassificationKPIs.METRICS)
 def test_classification_standard_error_matches_the_spread_over_windows(
     classification_windows: Simulated, key: str
 ) -> None:
@@ -693,6 +682,23 @@ def stream_steps(rng: np.random.Generator, steps: int) -> list[tuple[int, np.nda
     return out
 
 
+def assert_named_measures_agree(
+    full: Any, alone: dict[str, Any], together: Any, names: Any, *, counts: set[str], step: int
+) -> None:
+    """After batch ``step``: each metric measured alone (with only the ``counts`` besides it)
+    and all of them measured together agree with the full measure, keys included."""
+    values, errors = full.measure()
+    for name, kpis in alone.items():
+        cheap_values, cheap_errors = kpis.measure([name])
+        assert set(cheap_values) == {*counts, name}
+        assert_agrees(cheap_values, values, f"step {step} values")
+        assert_agrees(cheap_errors, errors, f"step {step} errors")
+    cheap_values, cheap_errors = together.measure(names)
+    assert_agrees(cheap_values, values, f"step {step} values")
+    assert_agrees(cheap_errors, errors, f"step {step} errors")
+    assert cheap_values.keys() == values.keys() and cheap_errors.keys() == errors.keys()
+
+
 @pytest.mark.parametrize("window", WINDOW_KINDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_named_classification_measure_equals_the_full_one(
@@ -715,17 +721,10 @@ def test_named_classification_measure_equals_the_full_one(
         score[rng.random(m) < 0.05] = 1.0  # log loss of a certain score is clipped
         for kpis in (full, together, *alone.values()):
             kpis.update(y, pred, score, ts)
-        values, errors = full.measure()
-        for name, kpis in alone.items():
-            if step >= starts[name]:
-                cheap_values, cheap_errors = kpis.measure([name])
-                assert set(cheap_values) == {"n", "n_scored", name}
-                assert_agrees(cheap_values, values, f"step {step} values")
-                assert_agrees(cheap_errors, errors, f"step {step} errors")
-        cheap_values, cheap_errors = together.measure(names)
-        assert_agrees(cheap_values, values, f"step {step} values")
-        assert_agrees(cheap_errors, errors, f"step {step} errors")
-        assert cheap_values.keys() == values.keys() and cheap_errors.keys() == errors.keys()
+        started = {name: kpis for name, kpis in alone.items() if step >= starts[name]}
+        assert_named_measures_agree(
+            full, started, together, names, counts={"n", "n_scored"}, step=step
+        )
 
 
 @pytest.mark.parametrize("window", WINDOW_KINDS)
@@ -755,17 +754,8 @@ def test_named_regression_measure_equals_the_full_one(
             y[rng.random(m) < 0.7] = 0.0  # zero outcomes have no relative error
         for kpis in (full, together, *alone.values()):
             kpis.update(y, pred, ts)
-        values, errors = full.measure()
-        for name, kpis in alone.items():
-            if step >= starts[name]:
-                cheap_values, cheap_errors = kpis.measure([name])
-                assert set(cheap_values) == {"n", name}
-                assert_agrees(cheap_values, values, f"step {step} values")
-                assert_agrees(cheap_errors, errors, f"step {step} errors")
-        cheap_values, cheap_errors = together.measure(names)
-        assert_agrees(cheap_values, values, f"step {step} values")
-        assert_agrees(cheap_errors, errors, f"step {step} errors")
-        assert cheap_values.keys() == values.keys() and cheap_errors.keys() == errors.keys()
+        started = {name: kpis for name, kpis in alone.items() if step >= starts[name]}
+        assert_named_measures_agree(full, started, together, names, counts={"n"}, step=step)
 
 
 @pytest.mark.parametrize("window", WINDOW_KINDS)
@@ -784,15 +774,9 @@ def test_named_label_tracker_measure_equals_the_full_one(
         for tracker in (full, together, *alone.values()):
             tracker.update_labeled(delays, ts[labeled])
             tracker.update_expired(int((~labeled).sum()), ts[~labeled])
-        values, errors = full.measure()
-        for name, tracker in alone.items():
-            cheap_values, cheap_errors = tracker.measure([name])
-            assert set(cheap_values) == {"n_labeled", "n_expired", name}
-            assert_agrees(cheap_values, values, f"step {step} values")
-            assert_agrees(cheap_errors, errors, f"step {step} errors")
-        cheap_values, cheap_errors = together.measure(names)
-        assert_agrees(cheap_values, values, f"step {step} values")
-        assert_agrees(cheap_errors, errors, f"step {step} errors")
+        assert_named_measures_agree(
+            full, alone, together, names, counts={"n_labeled", "n_expired"}, step=step
+        )
 
 
 def test_count_metrics_of_a_named_measure_are_exactly_the_full_ones() -> None:
