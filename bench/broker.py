@@ -76,16 +76,25 @@ def service_settings(bootstrap: str, names: dict[str, str], group: str) -> dict[
         "DRIFTLINE_TOPICS__ALERTS": names["alerts"],
         "DRIFTLINE_TOPICS__DEAD_LETTERS": names["dead-letters"],
         "DRIFTLINE_TOPICS__KPIS": names["model-kpis"],
+        "DRIFTLINE_TOPICS__STATE": names["state"],
         "DRIFTLINE_GROUP_ID": group,
         "DRIFTLINE_HTTP__ENABLED": "false",
         "DRIFTLINE_LOG_FORMAT": "json",
     }
 
 
-def create_topics(bootstrap: str, names: dict[str, int]) -> None:
+def create_topics(bootstrap: str, names: dict[str, int], compacted: tuple[str, ...] = ()) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in names.items()],
+        [
+            NewTopic(
+                name,
+                num_partitions=n,
+                replication_factor=1,
+                config={"cleanup.policy": "compact"} if name in compacted else {},
+            )
+            for name, n in names.items()
+        ],
         operation_timeout=30,
     )
     for future in futures.values():

@@ -176,7 +176,7 @@ def run(
 ) -> dict[str, Any]:
     names = {
         kind: f"{run_id}.latency.{kind}"
-        for kind in ("predictions", "outcomes", "alerts", "dead-letters", "model-kpis")
+        for kind in ("predictions", "outcomes", "alerts", "dead-letters", "model-kpis", "state")
     }
     topics = (names["predictions"], names["outcomes"])
     group = f"{run_id}.latency.service"
@@ -198,7 +198,9 @@ def run(
             names["alerts"]: 1,
             names["dead-letters"]: 1,
             names["model-kpis"]: 1,
+            names["state"]: PARTITIONS,
         },
+        compacted=(names["state"],),
     )
     log = Path(tempfile.mkstemp(prefix="driftline-bench-latency-", suffix=".log")[1])
     proc: subprocess.Popen[bytes] | None = None

@@ -160,7 +160,7 @@ def broker_scale(
     names = {
         "predictions": stream.topics[0],
         "outcomes": stream.topics[1],
-        **{k: f"{run}.m{models}.{k}" for k in ("alerts", "dead-letters", "model-kpis")},
+        **{k: f"{run}.m{models}.{k}" for k in ("alerts", "dead-letters", "model-kpis", "state")},
     }
     group = f"{run}.m{models}.service"
     environ = service_environ(bootstrap, names, group, models)
@@ -171,7 +171,9 @@ def broker_scale(
             names["alerts"]: 1,
             names["dead-letters"]: 1,
             names["model-kpis"]: 1,
+            names["state"]: args.partitions,
         },
+        compacted=(names["state"],),
     )
     try:
         produce_s = broker.produce(bootstrap, stream)

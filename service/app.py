@@ -1,9 +1,11 @@
 """The Kafka adapter: one module owns the consumer, the producer, the run loop and rebalances.
 
-Delivery is at-least-once: outputs of a batch are produced, then its offsets are *stored*; every
-``commit_interval_s`` (and on revoke and shutdown) the producer is flushed and only then are the
-stored offsets committed. A crash repeats at most one interval, and alerts repeat with the same
-``alert_id``.
+Delivery is at-least-once. Outputs of a batch are produced, then its offsets are *stored*. A
+checkpoint, every ``commit_interval_s`` (the first one a second after the first batch, and on
+revoke and shutdown), goes: flush the outputs; every ``state.snapshot_interval_s``, observe what
+waits in the models' buffers and write the changed state (``service.state``), then flush again;
+commit the stored offsets. Nothing is committed before it is out, and state is written only for
+what was processed and published.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from detectors.reference import ModelProfile
 from service import metrics
 from service.balance import side_ahead
 from service.config import Config, load_config
-from service.errors import KafkaError, SnapshotError, TopologyError
+from service.errors import KafkaError, TopologyError
 from service.http import Health, serve
 from service.logs import get_logger, librdkafka_logger
 from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
-from service.state import SnapshotCodec, TaskSnapshot, read_latest, snapshot_key
+from service.state import Positions, StateStore
 
 ERROR_LOG_INTERVAL_S = 10.0
+FIRST_CHECKPOINT_S = 1.0  # after the first batch: a crash soon after a start loses little
 
 
 def load_profile(path: str) -> ModelProfile:
@@ -69,9 +72,8 @@ class DriftlineApp:
         self._consumed = 0
         self._error_log: dict[str, tuple[float, int]] = {}
         self._paused: set[tuple[str, int]] = set()
-        key = config.state.key()
-        self._codec = SnapshotCodec(key) if key is not None else None
-        self._last_snapshot = time.monotonic()
+        self._state: StateStore | None = None  # set once the state topic is known
+        self._next_state_at = float("inf")
         self._restored: dict[tuple[str, int], int] = {}
         self._kpi_gauges = metrics.GaugeFamily(metrics.KPI)
         self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
@@ -91,8 +93,14 @@ class DriftlineApp:
         }
         self._config_mtime = self._mtime()
         common = config.kafka_properties()
+        membership: dict[str, Any] = {"session.timeout.ms": 10_000}
+        if config.kafka.instance_id:
+            # Static membership: a replica restarted under the same id gets its partitions back
+            # at once instead of after a rebalance.
+            membership["group.instance.id"] = config.kafka.instance_id
         self._consumer = Consumer(
             {
+                **membership,
                 **common,
                 "group.id": config.kafka.group_id,
                 "enable.auto.commit": False,
@@ -144,11 +152,13 @@ class DriftlineApp:
             "started",
             topics=topics,
             group_id=self._config.kafka.group_id,
-            snapshots=self._codec is not None,
+            state=self._state is not None,
+            instance_id=self._config.kafka.instance_id,
         )
         processing = self._config.processing
         last_commit = last_kpis = last_lag = time.monotonic()
         fetched = False  # messages arrived since the last lag update
+        started = False  # the first batch was read
         try:
             while self._running:
                 messages = self._consumer.consume(processing.batch_size, processing.poll_timeout_s)
@@ -157,6 +167,13 @@ class DriftlineApp:
                     fetched = True
                     self._handle(messages)
                     self._balance()
+                    if not started:
+                        started = True
+                        self._log.info("first_batch", records=len(messages))
+                        # The first checkpoint comes soon, not a full interval after the start.
+                        last_commit = time.monotonic() - processing.commit_interval_s
+                        last_commit += FIRST_CHECKPOINT_S
+                        self._next_state_at = time.monotonic() + FIRST_CHECKPOINT_S
                 # A full read means more is waiting: buffers may wait longer to fill.
                 due = self._pipeline.flush_due(behind=len(messages) >= processing.batch_size)
                 if due:  # an expiry-only or failing flush counts too (metrics, dead letters)
@@ -337,23 +354,15 @@ class DriftlineApp:
     def _commit(
         self, timeout_s: float = 5.0, partitions: set[int] | None = None, force: bool = False
     ) -> None:
-        """Snapshot (on its interval, or ``force``), flush outputs, then commit stored offsets:
+        """Flush outputs, write state (on its interval, or ``force``), commit stored offsets:
         nothing is committed before it is out."""
-        self._write_snapshots(partitions, force)
-        remaining = self._producer.flush(timeout_s)
-        if self._delivery_errors:
-            # librdkafka gave up on an output (after retrying for message.timeout.ms). Committing
-            # now would lose it; exiting without a commit makes the restart reprocess it.
-            errors, self._delivery_errors = self._delivery_errors, []
-            metrics.COMMITS.labels("skipped").inc()
-            raise KafkaError(
-                f"outputs could not be delivered ({errors[:5]}); offsets not committed, so "
-                "the batches are processed again after a restart"
-            )
-        if remaining:
-            # Still in flight (e.g. the broker is away): commit at a later interval.
-            metrics.COMMITS.labels("deferred").inc()
-            self._log.warning("commit_deferred", undelivered=remaining)
+        state_due = self._state is not None and (force or time.monotonic() >= self._next_state_at)
+        if state_due:
+            # The state must cover everything read: nothing may wait in a model's buffer.
+            self._publish(self._pipeline.flush(partitions))
+        if not self._flush_outputs(timeout_s):
+            return
+        if state_due and self._write_state(partitions) and not self._flush_outputs(timeout_s):
             return
         # A record still waiting in a model's buffer is not processed: the commit stops at it.
         held = self._pipeline.held_offsets()
@@ -376,47 +385,54 @@ class DriftlineApp:
             # Coordinator moves and broker outages make commits fail for a while. The offsets
             # stay stored and the next interval commits them; at worst a restart in between
             # reprocesses them (at-least-once).
-            self._log.warning("commit_failed", code=err.name(), reason=err.str())
+            self._warn("commit_failed", err.name(), reason=err.str())
             return
         metrics.COMMITS.labels("ok").inc()
         for tp in offsets:
             if partitions is not None:
                 self._offsets.pop((tp.topic, tp.partition), None)
 
-    # -- task snapshots --------------------------------------------------------------------------
-
-    def _write_snapshots(self, partitions: set[int] | None, force: bool) -> None:
-        if self._codec is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_snapshot < self._config.state.snapshot_interval_s:
-            return
-        self._last_snapshot = now
-        topics, group = self._config.topics, self._config.kafka.group_id
-        limit = self._config.state.max_snapshot_bytes
-        for partition, task in self._pipeline.tasks.items():
-            if partitions is not None and partition not in partitions:
-                continue
-            offsets = self._task_positions(partition)
-            if offsets is None:
-                continue
-            data = self._codec.encode(TaskSnapshot(partition, offsets, task))
-            if len(data) > limit:
-                metrics.SNAPSHOTS.labels("too_large").inc()
-                self._log.error("snapshot_too_large", task=partition, bytes=len(data), limit=limit)
-                continue
-            self._producer.produce(
-                topics.state,
-                key=snapshot_key(group, partition),
-                value=data,
-                on_delivery=self._on_snapshot_delivery,
+    def _flush_outputs(self, timeout_s: float) -> bool:
+        """Whether everything produced so far was delivered."""
+        remaining = self._producer.flush(timeout_s)
+        if self._delivery_errors:
+            # librdkafka gave up on an output (after retrying for message.timeout.ms). Committing
+            # now would lose it; exiting without a commit makes the restart reprocess it.
+            errors, self._delivery_errors = self._delivery_errors, []
+            metrics.COMMITS.labels("skipped").inc()
+            raise KafkaError(
+                f"outputs could not be delivered ({errors[:5]}); offsets not committed, so "
+                "the batches are processed again after a restart"
             )
-            metrics.SNAPSHOT_BYTES.observe(len(data))
+        if remaining:
+            # Still in flight (e.g. the broker is away): commit at a later interval.
+            metrics.COMMITS.labels("deferred").inc()
+            self._warn("commit_deferred", "undelivered", undelivered=remaining)
+            return False
+        return True
 
-    def _task_positions(self, partition: int) -> dict[str, int] | None:
-        """Next offset of both input partitions of a task: what a snapshot now corresponds to."""
-        positions = {}
-        for topic in (self._config.topics.predictions, self._config.topics.outcomes):
+    # -- state -------------------------------------------------------------------------------
+
+    def _write_state(self, partitions: set[int] | None) -> int:
+        assert self._state is not None
+        tasks = [p for p in self._pipeline.tasks if partitions is None or p in partitions]
+        positions = {p: at for p in tasks if (at := self._task_positions(p)) is not None}
+        records = self._state.changes(self._pipeline, positions)
+        for partition, key, value in records:
+            self._producer.produce(
+                self._config.topics.state,
+                key=key,
+                value=value,
+                partition=partition,
+                on_delivery=self._on_state_delivery,
+            )
+        self._next_state_at = time.monotonic() + self._config.state.snapshot_interval_s
+        return len(records)
+
+    def _task_positions(self, partition: int) -> Positions | None:
+        """Next offset of both input partitions of a task: what its state now corresponds to."""
+        positions: Positions = {}
+        for topic, role in self._roles.items():
             offset = self._offsets.get((topic, partition), self._restored.get((topic, partition)))
             if offset is None:
                 try:
@@ -424,59 +440,19 @@ class DriftlineApp:
                         [TopicPartition(topic, partition)], timeout=5.0
                     )
                 except KafkaException:
-                    return None  # unknown now: the previous snapshot stays the newest
+                    return None  # unknown now: the previous state stays the newest
                 offset = tp.offset if tp.offset >= 0 else 0
-            positions[topic] = offset
+                self._restored[(topic, partition)] = offset
+            positions[role] = offset
         return positions
 
-    def _on_snapshot_delivery(self, error: RdKafkaError | None, message: Message) -> None:
-        # A lost snapshot costs no data: the previous one (older offsets) is restored instead.
+    def _on_state_delivery(self, error: RdKafkaError | None, message: Message) -> None:
+        # A lost state record costs no data: the previous one (older offsets) is restored.
         if error is not None:
             metrics.SNAPSHOTS.labels("failed").inc()
-            self._log.error("snapshot_failed", task=message.key(), code=error.name())
+            self._warn("state_write_failed", error.name(), key=str(message.key()))
         else:
             metrics.SNAPSHOTS.labels("written").inc()
-
-    def _restore(self, partitions: list[TopicPartition]) -> None:
-        """Restore the newest verified snapshot of each task; seek its inputs to match."""
-        assert self._codec is not None
-        group, state = self._config.kafka.group_id, self._config.state
-        keys = {snapshot_key(group, tp.partition) for tp in partitions}
-        try:
-            found = read_latest(
-                self._config.kafka_properties(),
-                self._config.topics.state,
-                keys,
-                state.restore_timeout_s,
-            )
-        except SnapshotError as exc:
-            metrics.SNAPSHOTS.labels("unreadable").inc()
-            self._log.error("state_unreadable", error=str(exc))
-            return
-        for data in found.values():
-            try:
-                snapshot = self._codec.decode(data)
-            except SnapshotError as exc:
-                metrics.SNAPSHOTS.labels("refused").inc()
-                self._log.error("snapshot_refused", error=str(exc))
-                continue
-            try:
-                self._pipeline.restore(snapshot.task)
-            except ValueError as exc:
-                metrics.SNAPSHOTS.labels("refused").inc()
-                self._log.error("snapshot_refused", task=snapshot.partition, error=str(exc))
-                continue
-            for tp in partitions:
-                if tp.partition == snapshot.partition and tp.topic in snapshot.offsets:
-                    tp.offset = snapshot.offsets[tp.topic]
-                    self._restored[(tp.topic, tp.partition)] = tp.offset
-            metrics.SNAPSHOTS.labels("restored").inc()
-            self._log.info(
-                "state_restored",
-                task=snapshot.partition,
-                offsets=snapshot.offsets,
-                models=sorted(snapshot.task.monitors),
-            )
 
     # -- keeping both input topics of a task in step ---------------------------------------------
 
@@ -551,10 +527,15 @@ class DriftlineApp:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = sorted({tp.partition for tp in partitions})
-        if self._codec is not None:
-            self._restore(partitions)
-            # Start where the restored state ends (partitions without a snapshot keep their
-            # committed offsets).
+        if self._state is not None:
+            restored = self._state.restore(self._pipeline, tasks, self._state.read(tasks))
+            for tp in partitions:
+                at = restored.get(tp.partition)
+                if at is not None:
+                    tp.offset = at[self._roles[tp.topic]]
+                    self._restored[(tp.topic, tp.partition)] = tp.offset
+            # Start where the restored state ends (tasks without state keep their committed
+            # offsets).
             consumer.assign(partitions)
         self._pipeline.assign(tasks)
         self._health.set_state(assigned=len(self._pipeline.tasks))
@@ -572,6 +553,8 @@ class DriftlineApp:
         except KafkaError as exc:
             self._log.error("commit_on_revoke_failed", error=str(exc))
         self._pipeline.revoke(tasks)
+        if self._state is not None:
+            self._state.forget(tasks)
         self._paused = {(t, p) for t, p in self._paused if p not in tasks}
         self._restored = {k: v for k, v in self._restored.items() if k[1] not in tasks}
         self._health.set_state(assigned=len(self._pipeline.tasks))
@@ -586,6 +569,8 @@ class DriftlineApp:
         for key in [k for k in self._offsets if k[1] in tasks]:
             del self._offsets[key]
         self._pipeline.revoke(tasks)
+        if self._state is not None:
+            self._state.forget(tasks)
         self._paused = {(t, p) for t, p in self._paused if p not in tasks}
         self._restored = {k: v for k, v in self._restored.items() if k[1] not in tasks}
         self._health.set_state(assigned=len(self._pipeline.tasks))
@@ -600,9 +585,23 @@ class DriftlineApp:
         metrics.KAFKA_ERRORS.labels(error.name()).inc()
         if error.code() in (RdKafkaError._ALL_BROKERS_DOWN, RdKafkaError._TRANSPORT):
             self._health.set_state(broker_ok=False)
-        self._log.warning("kafka_error", code=error.name(), reason=error.str(), fatal=error.fatal())
         if error.fatal():
+            self._log.error("kafka_error", code=error.name(), reason=error.str(), fatal=True)
             self._running = False
+        else:
+            self._warn("kafka_error", error.name(), reason=error.str())
+
+    def _warn(self, event: str, code: str, **fields: Any) -> None:
+        """A warning that repeats while the broker is away: the first of each (event, code),
+        then one per ``ERROR_LOG_INTERVAL_S`` saying how many were not logged."""
+        now = time.monotonic()
+        key = f"{event}/{code}"
+        last, suppressed = self._error_log.get(key, (-ERROR_LOG_INTERVAL_S, 0))
+        if now - last < ERROR_LOG_INTERVAL_S:
+            self._error_log[key] = (last, suppressed + 1)
+            return
+        self._error_log[key] = (now, 0)
+        self._log.warning(event, code=code, suppressed=suppressed, **fields)
 
     def _on_message_error(self, error: RdKafkaError) -> None:
         if error.code() == RdKafkaError._PARTITION_EOF:
@@ -641,7 +640,7 @@ class DriftlineApp:
             self._health.set_state(broker_ok=True)
         except KafkaException as exc:
             self._health.set_state(broker_ok=False)
-            self._log.warning("lag_check_failed", reason=str(exc))
+            self._warn("lag_check_failed", exc.args[0].name(), reason=str(exc))
 
     # -- topology and reload -------------------------------------------------------------------
 
@@ -660,11 +659,14 @@ class DriftlineApp:
                     "or set topics.predictions / topics.outcomes"
                 )
             counts[name] = len(topic.partitions)
-        if self._codec is not None and topics.state not in metadata.topics:
-            raise TopologyError(
-                f"state topic {topics.state!r} does not exist; create it compacted "
-                "(driftline create-topics) or unset state.hmac_key to run without snapshots"
-            )
+        if self._config.state.enabled:
+            state = metadata.topics.get(topics.state)
+            if state is None or state.error is not None:
+                raise TopologyError(
+                    f"state topic {topics.state!r} does not exist; create it compacted "
+                    "(driftline create-topics) or set state.enabled: false to run without state"
+                )
+            self._state = StateStore(self._config, len(state.partitions))
         if len(set(counts.values())) != 1:
             raise TopologyError(
                 f"input topics are not co-partitioned: {counts}; both must have the same number "
@@ -696,6 +698,8 @@ class DriftlineApp:
         reset = self._pipeline.reconfigure(config)
         self._monitors_changed = True
         self._config = config
+        if self._state is not None:
+            self._state.reconfigure(config)
         metrics.CONFIG_RELOADS.labels("ok").inc()
         self._log.info("config_reloaded", reset_models=reset)
 
@@ -713,15 +717,19 @@ def create_topics(config: Config, partitions: int, wait_s: float = 30.0) -> list
         if name not in existing
     ]
     if topics.state not in existing:
-        # One compacted partition: it holds one snapshot per task, read whole on assignment.
+        # Compacted, with the inputs' partition count: task p's state is in partition p, so a
+        # replica reads only its own tasks' state.
         new.append(
             NewTopic(
                 topics.state,
-                num_partitions=1,
+                num_partitions=partitions,
                 replication_factor=-1,
                 config={
                     "cleanup.policy": "compact",
                     "max.message.bytes": str(config.state.max_snapshot_bytes),
+                    # Only closed segments are compacted: roll hourly, so the topic holds about
+                    # one record per key plus an hour of rewrites, not a week of them.
+                    "segment.ms": "3600000",
                 },
             )
         )

@@ -49,6 +49,11 @@ class KafkaSettings(_Strict):
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "driftline"
     client_id: str = "driftline"
+    instance_id: str | None = None
+    """Static group membership (``group.instance.id``): unique per replica and stable across its
+    restarts (the pod name). A replica restarted under it gets its partitions back at once; one
+    that stops for longer than ``session.timeout.ms`` (10 s unless set in ``properties``) loses
+    them to the others."""
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """Any librdkafka property, passed to the consumer and the producer (e.g. security.protocol,
     sasl.mechanism, ssl.ca.location)."""
@@ -63,7 +68,7 @@ class TopicSettings(_Strict):
     dead_letters: str = "dead-letters"
     kpis: str = "model-kpis"
     state: str = "driftline-state"
-    """Compacted; task snapshots (only written when state.hmac_key is set)."""
+    """Compacted; the state of each task and model (``service.state``)."""
 
 
 class ProcessingSettings(_Strict):
@@ -122,25 +127,34 @@ class HttpSettings(_Strict):
 
 
 class StateSettings(_Strict):
+    enabled: bool = True
+    """Keep task and model state in ``topics.state`` and restore it on assignment."""
     hmac_key: str | None = None
-    """Signs task snapshots; snapshots are written and restored only when a key is set (here,
-    in DRIFTLINE_STATE__HMAC_KEY, or in hmac_key_file). At least 16 bytes."""
+    """Signs state records; with a key, unsigned or tampered records are refused (here, in
+    DRIFTLINE_STATE__HMAC_KEY, or in hmac_key_file). At least 16 bytes."""
     hmac_key_file: str | None = None
-    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    snapshot_interval_s: float = Field(default=30.0, gt=0)
+    """How often the changed state is written (also a second after the first batch, and on
+    revoke and shutdown)."""
     max_snapshot_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     restore_timeout_s: float = Field(default=30.0, gt=0)
 
     def key(self) -> bytes | None:
         if self.hmac_key is not None:
-            return self.hmac_key.encode()
-        if self.hmac_key_file is not None:
+            key, name = self.hmac_key.encode(), "state.hmac_key"
+        elif self.hmac_key_file is not None:
+            name = "state.hmac_key_file"
             try:
-                return Path(self.hmac_key_file).read_bytes().strip()
+                key = Path(self.hmac_key_file).read_bytes().strip()
             except OSError as exc:
                 raise ConfigError(
-                    f"state.hmac_key_file: cannot read {self.hmac_key_file}: {exc.strerror}"
+                    f"{name}: cannot read {self.hmac_key_file}: {exc.strerror}"
                 ) from None
-        return None
+        else:
+            return None
+        if len(key) < 16:
+            raise ConfigError(f"{name}: the key must have at least 16 bytes, it has {len(key)}")
+        return key
 
 
 class LoggingSettings(_Strict):

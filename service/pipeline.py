@@ -20,8 +20,6 @@ from service.decode import BatchDecoder, DecodeError, DecodeLimits
 from service.join import Expired, JoinBuffer
 
 Role = Literal["prediction", "outcome"]
-# Version of what a snapshot of a ``Task`` holds; older snapshots are refused on restore.
-TASK_FORMAT = 3
 
 
 class InputRecord(NamedTuple):
@@ -68,6 +66,21 @@ class BatchResult:
         )
 
 
+class Seen(NamedTuple):
+    """What a restored monitor had observed when its state was written: the next offsets of
+    the task's prediction and outcome partitions, and the outcome watermark (event time) then.
+
+    Its state may be newer than its task's, whose offsets the inputs are read again from: the
+    events it already observed are only joined again, not observed twice. A labelled event was
+    observed if both its prediction and its outcome were read before; an expired prediction if
+    the outcome watermark had already passed it.
+    """
+
+    predictions: int
+    outcomes: int
+    outcome_watermark_ms: int
+
+
 class ModelFailedError(Exception):
     """Processing of one model failed; ``cause`` is what it raised."""
 
@@ -85,7 +98,12 @@ class Task:
         self.join = join
         self.monitors: dict[str, ModelMonitor] = {}
         self.buffers: dict[str, ModelBuffer] = {}
-        self.format = TASK_FORMAT
+        # Models observed or restarted since their state was last written, and models whose
+        # written state must be deleted.
+        self.changed: set[str] = set()
+        self.removed: set[str] = set()
+        # Restored models whose state is ahead of the offsets the task is read again from.
+        self.seen: dict[str, Seen] = {}
 
 
 ProfileLoader = Callable[[str], ModelProfile]
@@ -138,15 +156,28 @@ class Pipeline:
         for partition in partitions:
             self._tasks.pop(partition, None)
 
-    def restore(self, task: Task) -> None:
-        """Adopt a task restored from a snapshot, under the current config."""
-        if getattr(task, "format", None) != TASK_FORMAT:
-            raise ValueError(
-                f"task state format {getattr(task, 'format', 1)} is not {TASK_FORMAT}; "
-                "the task starts fresh"
-            )
-        self._reconcile(task)
-        self._tasks[task.partition] = task
+    def restore(
+        self,
+        partition: int,
+        join: JoinBuffer | None,
+        monitors: dict[str, tuple[ModelMonitor, Seen]],
+    ) -> list[str]:
+        """Adopt restored state for a task, under the current config: its join (or an empty
+        one) and the monitors with what each had observed. Returns the model ids dropped or
+        restarted because the config changed."""
+        task = self._new_task(partition)
+        if join is not None:
+            task.join = join
+        for model_id, (monitor, seen) in monitors.items():
+            task.monitors[model_id] = monitor
+            task.seen[model_id] = seen
+        self._tasks[partition] = task
+        return self._reconcile(task)
+
+    def monitor_roots(self, model_id: str) -> tuple[MonitorSettings, ModelProfile | None]:
+        """The settings and the profile a new monitor of ``model_id`` gets now."""
+        settings = self._settings(model_id)
+        return settings, self._load_profile(settings)
 
     def _reconcile(self, task: Task) -> list[str]:
         """Bring a task under the current config: its join takes the current limits, models no
@@ -160,9 +191,14 @@ class Pipeline:
                 del task.monitors[model_id]
                 task.buffers.pop(model_id, None)
                 task.join.drop_model(model_id)
+                task.changed.discard(model_id)
+                task.removed.add(model_id)
+                task.seen.pop(model_id, None)
                 reset.append(model_id)
             elif task.monitors[model_id].settings != self._settings(model_id):
                 task.monitors[model_id] = self._new_monitor(model_id)
+                task.changed.add(model_id)
+                task.seen.pop(model_id, None)
                 reset.append(model_id)
         return reset
 
@@ -228,13 +264,14 @@ class Pipeline:
                 continue
             model_id = doc.model_id
             buffer = task.buffers.get(model_id)
+            seen = task.seen.get(model_id) if task.seen else None
             try:
                 if buffer is None:
                     buffer = self._admit(task, model_id)
                 if is_prediction:
-                    self._add_prediction(task, buffer, doc, record, expired, now=now)
+                    self._add_prediction(task, buffer, doc, record, expired, now=now, seen=seen)
                 else:
-                    self._add_outcome(task, buffer, doc, record, expired, now=now)
+                    self._add_outcome(task, buffer, doc, record, expired, now=now, seen=seen)
             except DecodeError as exc:
                 result.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
@@ -301,6 +338,7 @@ class Pipeline:
         expired: Expired,
         *,
         now: float | None,
+        seen: Seen | None = None,
     ) -> None:
         key = (doc.model_id, doc.event_id)
         join = task.join
@@ -309,14 +347,21 @@ class Pipeline:
                 "duplicate_event_id",
                 f"a prediction with event_id {doc.event_id!r} is already waiting for its outcome",
             )
-        buffer.add_prediction(doc, record, now)
+        offset = record.offset
+        if seen is None or offset >= seen.predictions:
+            buffer.add_prediction(doc, record, now)
         timestamp = doc.timestamp
-        predicted = (doc.model_version, doc.prediction, doc.score, timestamp)
+        # The prediction's offset rides along for the rule of ``Seen``.
+        predicted = (doc.model_version, doc.prediction, doc.score, timestamp, offset)
         outcome = join.add_prediction(key, timestamp, predicted, expired)
         if outcome is not None:
-            label, labeled_at, topic, offset, _ = outcome
+            label, labeled_at, topic, outcome_offset, _ = outcome
+            if seen is not None and offset < seen.predictions and outcome_offset < seen.outcomes:
+                return
             # The outcome's record was read in an earlier call and is not buffered again.
-            buffer.add_labeled((*predicted, label, labeled_at, topic, offset), None, now)
+            buffer.add_labeled(
+                (*predicted[:4], label, labeled_at, topic, outcome_offset), None, now
+            )
 
     def _add_outcome(
         self,
@@ -327,20 +372,27 @@ class Pipeline:
         expired: Expired,
         *,
         now: float | None,
+        seen: Seen | None = None,
     ) -> None:
         timestamp = doc.timestamp
+        observed = seen is not None and record.offset < seen.outcomes
         if doc.prediction is not None:
             # An outcome that carries its own prediction needs no join.
+            if observed:
+                return
             predicted: tuple[Any, ...] = (doc.model_version, doc.prediction, doc.score, timestamp)
         else:
-            predicted = task.join.add_outcome(
+            entry = task.join.add_outcome(
                 (doc.model_id, doc.event_id),
                 timestamp,
                 (doc.label, timestamp, record.topic, record.offset, record),
                 expired,
             )
-            if predicted is None:
+            if entry is None:
                 return
+            if seen is not None and observed and entry[4] < seen.predictions:
+                return
+            predicted = entry[:4]
         buffer.add_labeled(
             (*predicted, doc.label, timestamp, record.topic, record.offset), record, now
         )
@@ -380,7 +432,9 @@ class Pipeline:
 
     def _new_monitor(self, model_id: str) -> ModelMonitor:
         settings = self._settings(model_id)
-        profile = None
+        return ModelMonitor(model_id, settings, profile=self._load_profile(settings))
+
+    def _load_profile(self, settings: MonitorSettings) -> ModelProfile | None:
         # One training profile per model serves data drift, prediction drift and quality.
         path = next(
             (
@@ -390,17 +444,21 @@ class Pipeline:
             ),
             None,
         )
-        if path is not None and self._profile_loader is not None:
-            profile = self._profile_loader(path)
-        return ModelMonitor(model_id, settings, profile=profile)
+        if path is None or self._profile_loader is None:
+            return None
+        return self._profile_loader(path)
 
     def _collect_expired(
         self, task: Task, expired: Expired, result: BatchResult, now: float | None
     ) -> None:
         result.evicted += expired.evicted
-        for (model_id, _), (version, _, _, timestamp) in expired.predictions:
+        max_wait_ms = task.join.max_wait_ms
+        for (model_id, _), (version, _, _, timestamp, _) in expired.predictions:
             buffer = task.buffers.get(model_id)
-            if buffer is not None:
+            if buffer is None:
+                continue
+            seen = task.seen.get(model_id) if task.seen else None
+            if seen is None or timestamp >= seen.outcome_watermark_ms - max_wait_ms:
                 buffer.add_expired(version, timestamp, now)
         for (_, event_id), (*_, record) in expired.outcomes:
             result.dead_letters.append(
@@ -420,12 +478,14 @@ class Pipeline:
         buffer.clear()
         if monitor is None:
             return
+        task.changed.add(model_id)
         try:
             alerts = monitor.observe(predictions, labeled, expired)
         except Exception as exc:
             # One model's failure must not stop the others. Its monitor restarts from empty
             # state and the events of this call are dead-lettered, so they can be replayed.
             task.monitors[model_id] = self._new_monitor(model_id)
+            task.seen.pop(model_id, None)
             self._fail(model_id, exc, records, result)
             return
         self.failed_models.discard(model_id)

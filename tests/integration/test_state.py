@@ -1,15 +1,21 @@
-"""Task snapshots against the real broker: a restart continues the detectors' state; a snapshot
-that fails its signature is refused."""
+"""State against the real broker, with the default config: a restart continues the detectors;
+a ``kill -9`` loop loses and double-counts nothing; a signed record that fails its check is
+refused."""
 
 from __future__ import annotations
 
+import random
+import signal
+import time
+from collections import defaultdict
 from typing import Any
 
 import orjson
+import pytest
+from confluent_kafka.admin import AdminClient
 
-from service.join import JoinBuffer
-from service.pipeline import Task
-from service.state import SnapshotCodec, TaskSnapshot, snapshot_key
+from service.state import model_key, task_key
+from service.state_format import StateCodec
 from service.synthetic import ModelStream, generate
 
 from .conftest import (
@@ -23,63 +29,196 @@ from .conftest import (
     wait_processed,
 )
 
-KEY = "k" * 32
 STREAM = ModelStream("stateful", seed=81)
+# References that fill within the small streams of these tests.
+SMALL_REFERENCES = {
+    "defaults": {
+        "data_drift": {"reference_size": 600, "window_size": 300, "every": 100},
+        "prediction_drift": {"reference_size": 600, "window_size": 300, "every": 100},
+        "kpis": {"reference_size": 600, "size": 300},
+    }
+}
 
 
-def latest_snapshot(bootstrap: str, topics: Topics, labeled: int) -> dict[str, Any]:
+def latest_kpis(bootstrap: str, topics: Topics, model_id: str, labeled: int) -> dict[str, Any]:
     def find() -> dict[str, Any] | None:
         for message in reversed(read_all(bootstrap, topics.kpis)):
             snapshot = orjson.loads(message.value())
-            if snapshot["model_id"] == STREAM.model_id and snapshot["labeled"] >= labeled:
+            if snapshot["model_id"] == model_id and snapshot["labeled"] >= labeled:
                 return snapshot
         return None
 
-    return wait_for(find, 30, f"a KPI snapshot with {labeled} labels")
+    return wait_for(find, 60, f"a KPI snapshot of {model_id} with {labeled} labels")
 
 
 def test_restart_continues_from_the_restored_state(
     bootstrap: str, topics: Topics, service: ServiceProcess
 ) -> None:
+    """No state setting at all: the second start restores the monitor and counts on."""
     produce_events(bootstrap, topics, generate(STREAM, 1500))
-    service.config = {
-        "state": {"hmac_key": KEY, "snapshot_interval_s": 0.5},
-        "processing": {"kpi_interval_s": 0.3},
-    }
+    service.config = {"processing": {"kpi_interval_s": 0.3}}
     service.start()
     wait_processed(bootstrap, topics)
     assert service.stop() == 0
-    first = [x for x in service.log_lines() if x.get("event") == "state_restored"]
-    assert first == []  # nothing to restore on the first start
+    assert not [x for x in service.log_lines() if x.get("event") == "state_restored"]
 
     produce_events(bootstrap, topics, generate(STREAM, 1000, offset=1500))
     service.start()
     wait_processed(bootstrap, topics)
     restored = [x for x in service.log_lines() if x.get("event") == "state_restored"]
-    assert sorted(x["task"] for x in restored) == [0, 1]  # both tasks were snapshotted
-    assert sorted(m for x in restored for m in x["models"]) == [STREAM.model_id]
+    assert sorted(x["task"] for x in restored) == [0, 1]  # both tasks had state
+    assert sum(x["models"] for x in restored) == 1
     # The monitor counts every label since the first start: its state survived the restart.
-    snapshot = latest_snapshot(bootstrap, topics, 2500)
+    snapshot = latest_kpis(bootstrap, topics, STREAM.model_id, 2500)
     assert snapshot["labeled"] == 2500 and snapshot["predictions"] == 2500
     metrics = scrape(service.url)
     assert metrics['driftline_snapshots_total{result="restored"}'] >= 1
     assert metrics["driftline_labeled_events_total"] == 1000  # this process read only the new
     assert service.stop() == 0
+    # What the topic holds: one task record per task and one record for the model.
+    keys = {m.key() for m in read_all(bootstrap, topics.state) if m.value() is not None}
+    partition = next(x["task"] for x in restored if x["models"])
+    assert {task_key(topics.group_id, 0), task_key(topics.group_id, 1)} <= keys
+    assert model_key(topics.group_id, partition, STREAM.model_id) in keys
 
 
-def test_a_snapshot_with_a_bad_signature_is_refused(
-    bootstrap: str, topics: Topics, service: ServiceProcess
+@pytest.mark.parametrize(("interval_s", "rewritten"), [(0.3, True), (3600.0, False)])
+def test_snapshot_interval_s_is_how_often_changed_state_is_written(
+    bootstrap: str, topics: Topics, service: ServiceProcess, interval_s: float, rewritten: bool
 ) -> None:
-    forged = SnapshotCodec(b"another-key-of-32-bytes-........").encode(
-        TaskSnapshot(0, {topics.predictions: 0, topics.outcomes: 0}, Task(0, JoinBuffer(1000, 10)))
-    )
-    produce(bootstrap, [(topics.state, snapshot_key(topics.group_id, p), forged) for p in (0, 1)])
+    """After the first checkpoint (a second after the first batch), the model's record is
+    rewritten when new events arrive only if the interval has passed."""
     produce_events(bootstrap, topics, generate(STREAM, 300))
-    service.config = {"state": {"hmac_key": KEY}}
+    service.config = {"state": {"snapshot_interval_s": interval_s}}
     service.start()
     wait_processed(bootstrap, topics)
-    refused = service.wait_logged("snapshot_refused")
+
+    def model_records() -> int:
+        return sum(b"/model/" in (m.key() or b"") for m in read_all(bootstrap, topics.state))
+
+    first = wait_for(model_records, 30, "the first checkpoint's model record")
+    produce_events(bootstrap, topics, generate(STREAM, 300, offset=300))
+    wait_processed(bootstrap, topics)
+    if rewritten:
+        wait_for(lambda: model_records() > first, 30, "the model record to be rewritten")
+        assert service.stop() == 0
+    else:
+        # State due would have been written before the offsets wait_processed saw committed.
+        assert model_records() == first
+        assert service.stop() == 0
+        assert model_records() == first + 1  # a shutdown writes the changed state regardless
+
+
+def test_restore_timeout_s_bounds_the_read_of_the_state_topic(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    produce_events(bootstrap, topics, generate(STREAM, 300))
+    service.start()
+    wait_processed(bootstrap, topics)
+    assert service.stop() == 0
+    service.config = {"state": {"restore_timeout_s": 0.0001}}  # no broker answers that fast
+    service.start()
+    service.wait_logged("state_unreadable")
+    assert service.stop() == 0
+
+
+def test_state_enabled_false_writes_and_restores_nothing(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    produce_events(bootstrap, topics, generate(STREAM, 300))
+    service.config = {"state": {"enabled": False}}
+    service.start()
+    wait_processed(bootstrap, topics)
+    assert service.stop() == 0
+    assert read_all(bootstrap, topics.state) == []
+
+
+def test_a_record_with_a_bad_signature_is_refused(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    key = "k" * 32
+    forged = StateCodec(b"another-key-of-32-bytes-........").encode(
+        {"kind": "task", "partition": 0, "positions": {"prediction": 0, "outcome": 0}, "join": 0}
+    )
+    produce(bootstrap, [(topics.state, task_key(topics.group_id, p), forged) for p in (0, 1)])
+    produce_events(bootstrap, topics, generate(STREAM, 300))
+    service.config = {"state": {"hmac_key": key}}
+    service.start()
+    wait_processed(bootstrap, topics)
+    refused = service.wait_logged("state_refused")
     assert "signature" in refused["error"]
-    assert not any(x.get("event") == "state_restored" for x in service.log_lines())
     assert scrape(service.url)["driftline_labeled_events_total"] == 300
     assert service.stop() == 0
+
+
+def alternates(alerts: list[dict[str, Any]]) -> dict[tuple[str, ...], list[str]]:
+    """Per identity, the statuses published once duplicates (same ``alert_id``) are dropped;
+    fails if one transition was published under two ids."""
+    statuses: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    for alert in alerts:
+        if alert["kind"] == "incident" or alert["alert_id"] in seen:
+            continue
+        seen.add(alert["alert_id"])
+        identity = (
+            alert["model_id"],
+            alert["kind"],
+            alert.get("feature") or alert.get("metric") or "",
+            alert["severity"],
+        )
+        statuses[identity].append(alert["status"])
+    return dict(statuses)
+
+
+def test_a_kill_loop_loses_nothing_and_counts_every_event_once(
+    bootstrap: str, topics: Topics, service: ServiceProcess
+) -> None:
+    """Ten ``kill -9`` cycles, each 1-4 s after the restart's first batch, while the stream
+    arrives in chunks: in the end every prediction and label was counted exactly once, the
+    degradation was reported, the healthy model said nothing, and each alert identity strictly
+    alternates firing/resolved."""
+    degrading = ModelStream(
+        "degrading", seed=5, change_at=1800, accuracy_after=0.55, numeric_shift={"x1": 2.0}
+    )
+    healthy = ModelStream("healthy", seed=6)
+    n, cycles = 3000, 10
+    chunk = n // (cycles + 1)
+    service.config = {
+        **SMALL_REFERENCES,
+        "kafka": {"instance_id": "kill-loop"},
+        "processing": {"kpi_interval_s": 0.5},
+    }
+    rng = random.Random(9)
+    recovery: list[float] = []
+    for cycle in range(cycles + 1):
+        start, stop = cycle * chunk, n if cycle == cycles else (cycle + 1) * chunk
+        for spec in (degrading, healthy):
+            produce_events(bootstrap, topics, generate(spec, stop - start, offset=start))
+        began = time.monotonic()
+        service.start()
+        service.wait_logged("first_batch", timeout=60)
+        recovery.append(time.monotonic() - began)
+        if cycle == cycles:
+            break
+        time.sleep(rng.uniform(1.0, 4.0))
+        assert service.process is not None
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(timeout=30)
+    wait_processed(bootstrap, topics)
+    for spec in (degrading, healthy):
+        snapshot = latest_kpis(bootstrap, topics, spec.model_id, n)
+        assert (snapshot["predictions"], snapshot["labeled"]) == (n, n), snapshot
+    # kafka.instance_id is the member's static id in the group.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (group,) = admin.describe_consumer_groups([topics.group_id]).values()
+    assert [m.group_instance_id for m in group.result(timeout=30).members] == ["kill-loop"]
+    assert service.stop() == 0
+    alerts = [orjson.loads(m.value()) for m in read_all(bootstrap, topics.alerts)]
+    statuses = alternates(alerts)
+    assert not [i for i in statuses if i[0] == "healthy"], statuses
+    kinds = {identity[1] for identity in statuses}
+    assert {"data_drift", "kpi_threshold"} <= kinds, statuses
+    for identity, sequence in statuses.items():
+        expected = ["firing", "resolved"] * len(sequence)
+        assert sequence == expected[: len(sequence)], (identity, sequence)
+    print(f"recovery to first batch (s): {[round(r, 2) for r in recovery]}")

@@ -3,7 +3,6 @@ a waiting record holds the commit back; the clock flushes a quiet model."""
 
 from __future__ import annotations
 
-import pickle
 from collections import defaultdict
 from typing import Any
 
@@ -11,8 +10,7 @@ import orjson
 import pytest
 
 from service.config import Config, load_config
-from service.join import JoinBuffer
-from service.pipeline import InputRecord, Pipeline, Task
+from service.pipeline import InputRecord, Pipeline
 from service.synthetic import ModelStream, generate
 
 
@@ -152,26 +150,6 @@ def test_without_a_clock_only_the_count_or_a_flush_observes() -> None:
     assert pipeline.process(data).predictions == 0
     assert pipeline.flush_due().predictions == 0
     assert pipeline.flush().predictions == 6
-
-
-def test_a_task_with_waiting_events_pickles_and_continues_identically() -> None:
-    """Task snapshots carry the buffers: a restored task observes the waiting events exactly as
-    the original would have."""
-    data = records(STREAMS, 3000)
-    original = Pipeline(config(min_model_batch=10**6))
-    assert original.process(data).predictions == 0  # everything still waits
-    restored = Pipeline(config(min_model_batch=10**6))
-    restored.restore(pickle.loads(pickle.dumps(original.tasks[0])))
-    expected, got = original.flush(), restored.flush()
-    assert got.predictions == expected.predictions == 6000
-    assert got.alerts == expected.alerts and expected.alerts
-
-
-def test_a_task_snapshot_of_an_older_format_is_refused() -> None:
-    task = Task(0, JoinBuffer(1000, 10))
-    del task.format  # what a snapshot written before the format was versioned holds
-    with pytest.raises(ValueError, match="format"):
-        Pipeline(config()).restore(task)
 
 
 def test_the_wait_starts_with_the_first_buffered_event_not_with_a_waiting_outcome() -> None:
