@@ -34,7 +34,7 @@ def pipeline_rate(environ: dict[str, str], records: list[InputRecord]) -> Rate:
     reasons: Counter[str] = Counter()
 
     def call(batch: list[InputRecord] | None) -> None:
-        result = pipeline.process(batch) if batch is not None else pipeline.flush()
+        result = pipeline.process(batch) if batch is not None else pipeline.flush(end_of_input=True)
         counts["observed"] += result.predictions + result.labeled
         counts["expired_predictions"] += result.expired_predictions
         reasons.update(d.reason for d in result.dead_letters)

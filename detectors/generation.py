@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from detectors.alerts import iso_ms
 from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
 from detectors.columns import FeatureKind, columnarize, infer_kinds
@@ -194,9 +192,7 @@ class Generation:
             self._task = _infer_task(labeled.labels[0], labeled.predictions[0])
         if self._kpis is None:
             self._start_label_side(self._task)
-        timestamps = labeled.labeled_at
-        delays = timestamps - labeled.predicted_at
-        self._labels.update_labeled(np.maximum(delays, 0), timestamps)
+        # The KPI signal feeds the label tracker, in step with its cadence.
         alerts: list[dict[str, Any]] = []
         for signal in self._label_signals:
             alerts.extend(signal.observe(labeled))

@@ -72,6 +72,10 @@ class TopicSettings(_Strict):
 
 
 class ProcessingSettings(_Strict):
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    """``exactly_once``: each checkpoint is one Kafka transaction carrying the outputs, the state
+    changes and the input offsets; subscribers read with ``isolation.level=read_committed``.
+    Needs ``state.enabled`` and ``kafka.instance_id`` (the transactional id)."""
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.2, gt=0, le=10)
     commit_interval_s: float = Field(default=5.0, gt=0)
@@ -176,6 +180,22 @@ class Config(_Strict):
     """Per-model overrides of ``defaults``, by model_id."""
     monitor_unlisted: bool = True
     """Monitor model_ids that have no block under ``models`` with ``defaults``."""
+
+    @model_validator(mode="after")
+    def _exactly_once_needs_state_and_an_id(self) -> Config:
+        if self.processing.guarantee == "exactly_once":
+            if not self.state.enabled:
+                raise ValueError(
+                    "processing.guarantee exactly_once needs state.enabled: a transaction "
+                    "commits the outputs with the state they leave behind"
+                )
+            if not self.kafka.instance_id:
+                raise ValueError(
+                    "processing.guarantee exactly_once needs kafka.instance_id: it is the "
+                    "transactional id that lets a restarted replica abort its predecessor's "
+                    "open transaction at once"
+                )
+        return self
 
     def validate_monitors(self) -> None:
         """Validate every effective per-model config, so a bad one is found at start."""

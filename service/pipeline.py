@@ -18,6 +18,7 @@ from service.buffer import ModelBuffer
 from service.config import Config
 from service.decode import BatchDecoder, DecodeError, DecodeLimits
 from service.join import Expired, JoinBuffer
+from service.ordering import OutcomeOrder, PendingLabel
 
 Role = Literal["prediction", "outcome"]
 
@@ -67,13 +68,16 @@ class BatchResult:
 
 
 class Seen(NamedTuple):
-    """What a restored monitor had observed when its state was written: the next offsets of
-    the task's prediction and outcome partitions, and the outcome watermark (event time) then.
+    """What a restored monitor had observed when its state was written: the next prediction
+    offset, the first outcome offset not yet handed out (``service.ordering``), and the outcome
+    watermark (event time) then.
 
     Its state may be newer than its task's, whose offsets the inputs are read again from: the
-    events it already observed are only joined again, not observed twice. A labelled event was
-    observed if both its prediction and its outcome were read before; an expired prediction if
-    the outcome watermark had already passed it.
+    events it already observed are only joined again, not observed twice. A prediction was
+    observed if its offset is below ``predictions``; a labelled event handed out in order if its
+    outcome's is below ``outcomes`` (one handed out late, when its prediction came: if the
+    prediction's is below ``predictions``); an expired prediction if the outcome watermark had
+    already passed it.
     """
 
     predictions: int
@@ -104,6 +108,8 @@ class Task:
         self.removed: set[str] = set()
         # Restored models whose state is ahead of the offsets the task is read again from.
         self.seen: dict[str, Seen] = {}
+        self.outcomes = OutcomeOrder()
+        self.filled: set[str] = set()  # buffers filled by pairs handed out of order
 
 
 ProfileLoader = Callable[[str], ModelProfile]
@@ -159,15 +165,15 @@ class Pipeline:
     def restore(
         self,
         partition: int,
-        join: JoinBuffer | None,
+        parts: tuple[JoinBuffer, OutcomeOrder] | None,
         monitors: dict[str, tuple[ModelMonitor, Seen]],
     ) -> list[str]:
-        """Adopt restored state for a task, under the current config: its join (or an empty
-        one) and the monitors with what each had observed. Returns the model ids dropped or
-        restarted because the config changed."""
+        """Adopt restored state for a task, under the current config: its join and outcome
+        order (or empty ones) and the monitors with what each had observed. Returns the model
+        ids dropped or restarted because the config changed."""
         task = self._new_task(partition)
-        if join is not None:
-            task.join = join
+        if parts is not None:
+            task.join, task.outcomes = parts
         for model_id, (monitor, seen) in monitors.items():
             task.monitors[model_id] = monitor
             task.seen[model_id] = seen
@@ -191,6 +197,7 @@ class Pipeline:
                 del task.monitors[model_id]
                 task.buffers.pop(model_id, None)
                 task.join.drop_model(model_id)
+                task.outcomes.drop_model(model_id)
                 task.changed.discard(model_id)
                 task.removed.add(model_id)
                 task.seen.pop(model_id, None)
@@ -281,20 +288,29 @@ class Pipeline:
             if buffer.n >= threshold:
                 self._observe(task, model_id, buffer, result)
         for partition, expired in expired_by_task.items():
-            self._tasks[partition].join.expire(expired)
-            self._collect_expired(self._tasks[partition], expired, result, now)
+            task = self._tasks[partition]
+            task.join.expire(expired)
+            self._collect_expired(task, expired, result, now)
+            self._release(task, result, now)
         if now is not None:
             self._observe_due(
                 now, result, behind=len(records) >= self._config.processing.batch_size
             )
         return result
 
-    def flush(self, partitions: Iterable[int] | None = None) -> BatchResult:
-        """Observe every waiting event (of ``partitions``, or of all tasks): before a commit that
-        must cover everything read, such as on revoke or shutdown, and at the end of a replay."""
+    def flush(
+        self, partitions: Iterable[int] | None = None, *, end_of_input: bool = False
+    ) -> BatchResult:
+        """Observe every waiting event (of ``partitions``, or of all tasks): before a commit or
+        a state write that must cover everything read, such as on revoke or shutdown. Labelled
+        events held back in the order of their outcomes stay held (their offsets hold the
+        commit back, and they are part of the task's state), except at ``end_of_input`` (the end
+        of a replay): then every complete pair is observed."""
         result = BatchResult()
         wanted = None if partitions is None else set(partitions)
         for partition, task in self._tasks.items():
+            if end_of_input:
+                self._release(task, result, None, end_of_input=True)
             if wanted is None or partition in wanted:
                 for model_id, buffer in list(task.buffers.items()):
                     if buffer.n:
@@ -314,6 +330,9 @@ class Pipeline:
         committed offset must not pass it, or a crash would lose the record."""
         held: dict[tuple[str, int], int] = {}
         for partition, task in self._tasks.items():
+            first = task.outcomes.first_held
+            if first is not None:
+                held[(first[0], partition)] = first[1]
             for buffer in task.buffers.values():
                 for topic, offset in buffer.first_offsets().items():
                     key = (topic, partition)
@@ -356,12 +375,10 @@ class Pipeline:
         outcome = join.add_prediction(key, timestamp, predicted, expired)
         if outcome is not None:
             label, labeled_at, topic, outcome_offset, _ = outcome
-            if seen is not None and offset < seen.predictions and outcome_offset < seen.outcomes:
-                return
-            # The outcome's record was read in an earlier call and is not buffered again.
-            buffer.add_labeled(
-                (*predicted[:4], label, labeled_at, topic, outcome_offset), None, now
-            )
+            labeled = (*predicted[:4], label, labeled_at, topic, outcome_offset)
+            out = task.outcomes.complete(key, labeled)
+            if out:
+                self._deliver(task, out, now, offset if out[0].unordered else None)
 
     def _add_outcome(
         self,
@@ -375,27 +392,67 @@ class Pipeline:
         seen: Seen | None = None,
     ) -> None:
         timestamp = doc.timestamp
-        observed = seen is not None and record.offset < seen.outcomes
+        tail = (doc.label, timestamp, record.topic, record.offset)
         if doc.prediction is not None:
             # An outcome that carries its own prediction needs no join.
-            if observed:
-                return
-            predicted: tuple[Any, ...] = (doc.model_version, doc.prediction, doc.score, timestamp)
+            predicted: Any = (doc.model_version, doc.prediction, doc.score, timestamp)
         else:
-            entry = task.join.add_outcome(
-                (doc.model_id, doc.event_id),
-                timestamp,
-                (doc.label, timestamp, record.topic, record.offset, record),
-                expired,
-            )
-            if entry is None:
+            key = (doc.model_id, doc.event_id)
+            predicted = task.join.add_outcome(key, timestamp, (*tail, record), expired)
+            if predicted is None:
+                task.outcomes.wait(key, doc.model_id, record, timestamp)
                 return
-            if seen is not None and observed and entry[4] < seen.predictions:
-                return
-            predicted = entry[:4]
-        buffer.add_labeled(
-            (*predicted, doc.label, timestamp, record.topic, record.offset), record, now
+        labeled = (*predicted[:4], *tail)
+        if task.outcomes.add(doc.model_id, record, timestamp, labeled) and (
+            seen is None or record.offset >= seen.outcomes
+        ):
+            buffer.add_labeled(labeled, record, now)
+
+    def _deliver(
+        self,
+        task: Task,
+        out: Iterable[PendingLabel],
+        now: float | None,
+        late_prediction: int | None = None,
+    ) -> None:
+        """Hand pairs that left the outcome order to their models' buffers. A restored model
+        had observed a pair handed out in order if its outcome's offset is below
+        ``Seen.outcomes``; one handed out late (``late_prediction``: the offset of its
+        prediction, which came late) if that is below ``Seen.predictions``."""
+        threshold = self._config.processing.min_model_batch
+        buffers, seen = task.buffers, task.seen
+        for pending in out:
+            model_id, labeled = pending.model_id, pending.labeled
+            buffer = buffers.get(model_id)
+            if buffer is None or labeled is None:
+                continue
+            mark = seen.get(model_id) if seen else None
+            if mark is not None and (
+                late_prediction < mark.predictions
+                if late_prediction is not None
+                else pending.record.offset < mark.outcomes
+            ):
+                continue  # observed before the restored state was written
+            buffer.add_labeled(labeled, pending.record, now)
+            if buffer.n >= threshold:
+                task.filled.add(model_id)
+
+    def _release(
+        self, task: Task, result: BatchResult, now: float | None, *, end_of_input: bool = False
+    ) -> None:
+        """Hand out the pairs whose outcomes no longer wait for a prediction that may come in
+        order (``service.ordering``; at the end of the input, all of them), and observe the
+        buffers that filled."""
+        max_skew_ms = -(2**62) if end_of_input else int(self._config.processing.max_skew_s * 1000)
+        self._deliver(
+            task, task.outcomes.release(task.join.prediction_watermark_ms, max_skew_ms), now
         )
+        threshold = self._config.processing.min_model_batch
+        for model_id in sorted(task.filled):
+            buffer = task.buffers.get(model_id)
+            if buffer is not None and buffer.n >= threshold:
+                self._observe(task, model_id, buffer, result)
+        task.filled.clear()
 
     def _admit(self, task: Task, model_id: str) -> ModelBuffer:
         """Start monitoring a model read for the first time on this task; its buffer."""
@@ -452,6 +509,8 @@ class Pipeline:
         self, task: Task, expired: Expired, result: BatchResult, now: float | None
     ) -> None:
         result.evicted += expired.evicted
+        for key, _ in expired.outcomes:
+            task.outcomes.drop(key)
         max_wait_ms = task.join.max_wait_ms
         for (model_id, _), (version, _, _, timestamp, _) in expired.predictions:
             buffer = task.buffers.get(model_id)

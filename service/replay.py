@@ -84,7 +84,7 @@ def replay(
             batch.clear()
     write(pipeline.process(batch))
     # The events still waiting in models' buffers (``processing.min_model_batch``).
-    write(pipeline.flush())
+    write(pipeline.flush(end_of_input=True))
     return counts[0], counts[1], counts[2]
 
 

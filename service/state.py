@@ -33,6 +33,7 @@ from service.config import Config
 from service.errors import SnapshotError
 from service.join import JoinBuffer
 from service.logs import get_logger
+from service.ordering import OutcomeOrder
 from service.pipeline import Pipeline, Role, Seen, Task
 from service.state_format import StateCodec, digest, from_tree, to_tree
 
@@ -65,7 +66,13 @@ def read_latest(
     a tombstone removes its key."""
     found: dict[bytes, bytes] = {}
     consumer = Consumer(
-        {**consumer_config, "group.id": "driftline-state-reader", "enable.auto.commit": False}
+        {
+            **consumer_config,
+            "group.id": "driftline-state-reader",
+            "enable.auto.commit": False,
+            # State written in an aborted transaction (exactly_once) never counts.
+            "isolation.level": "read_committed",
+        }
     )
     try:
         ends: dict[int, int] = {}
@@ -147,7 +154,8 @@ class StateStore:
             monitor = task.monitors.get(model_id)
             if monitor is None:
                 continue
-            mark = Seen(at["prediction"], at["outcome"], watermark)
+            first = task.outcomes.first
+            mark = Seen(at["prediction"], at["outcome"] if first is None else first[1], watermark)
             ahead = task.seen.get(model_id)
             if ahead is not None:
                 mark = Seen(*(max(a, b) for a, b in zip(mark, ahead, strict=True)))
@@ -172,7 +180,9 @@ class StateStore:
                 "kind": "task",
                 "partition": partition,
                 "positions": dict(at),
-                "join": to_tree(task.join),
+                # One tree: the outcome order and the join share nothing, but a tree keeps
+                # whatever its parts share.
+                "join": to_tree((task.join, task.outcomes)),
             }
             self._add(out, task_key(group, partition), document)
             self._written[partition] = dict(at)
@@ -234,19 +244,20 @@ class StateStore:
     def _restore_task(
         self, pipeline: Pipeline, partition: int, records: dict[bytes, bytes]
     ) -> Positions | None:
-        join: JoinBuffer | None = None
+        parts: tuple[JoinBuffer, OutcomeOrder] | None = None
         at: Positions | None = None
         data = records.pop(b"task", None)
         if data is not None:
             try:
                 document = self._codec.decode(data)
-                join = from_tree(document["join"])
-                if not isinstance(join, JoinBuffer):
+                join, outcomes = from_tree(document["join"])
+                if not (isinstance(join, JoinBuffer) and isinstance(outcomes, OutcomeOrder)):
                     raise SnapshotError("the task record holds no join buffer")
+                parts = (join, outcomes)
                 raw = document["positions"]
                 at = {"prediction": int(raw["prediction"]), "outcome": int(raw["outcome"])}
             except (SnapshotError, KeyError, TypeError, ValueError) as exc:
-                join, at = None, None
+                parts, at = None, None
                 metrics.SNAPSHOTS.labels("refused").inc()
                 self._log.error("state_refused", task=partition, record="task", error=str(exc))
         monitors: dict[str, tuple[ModelMonitor, Seen]] = {}
@@ -260,12 +271,12 @@ class StateStore:
                 stale.append(model_id)
             else:
                 monitors[model_id] = restored
-        reset = pipeline.restore(partition, join, monitors)
+        reset = pipeline.restore(partition, parts, monitors)
         task = pipeline.tasks[partition]
         task.removed.update(m for m in stale if m not in task.monitors)
         if at is not None:
             self._written[partition] = dict(at)
-        metrics.SNAPSHOTS.labels("restored").inc(len(monitors) + (join is not None))
+        metrics.SNAPSHOTS.labels("restored").inc(len(monitors) + (parts is not None))
         self._log.info(
             "state_restored",
             task=partition,

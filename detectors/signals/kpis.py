@@ -94,10 +94,12 @@ class KpiSignal:
 
     def _on_kpis(self, batch: LabeledBatch, timestamps: np.ndarray) -> list[dict[str, Any]]:
         settings = self.context.settings.kpis
+        delays = np.maximum(timestamps - batch.predicted_at, 0)
         if not settings.enabled:
             # No KPI window, reference or threshold (label metrics' included). Label coverage
-            # and delay are still tracked, by the generation, for the snapshot: they describe
-            # the outcome feed rather than the model.
+            # and delay are still tracked for the snapshot: they describe the outcome feed
+            # rather than the model.
+            self.labels.update_labeled(delays, timestamps)
             return []
         every = settings.every
         # Validated and encoded once; the slices fed at each cadence point are views of it.
@@ -117,6 +119,9 @@ class KpiSignal:
             # Cut the batch at the next cadence point so thresholds see the window as it stood.
             stop = min(batch.n, start + every - (seen + start) % every)
             self._kpis.update_prepared(events.take(start, stop))
+            # The label tracker too, so that an evaluation (label-metric thresholds, an alert's
+            # evidence) sees it as it stood, whatever the batch.
+            self.labels.update_labeled(delays[start:stop], timestamps[start:stop])
             if self._reference_values is None:
                 assert self._reference_kpis is not None
                 needed = reference_size - (seen + start)

@@ -341,23 +341,28 @@ def wait_processed(bootstrap: str, topics: Topics, timeout: float = 120) -> None
 
 
 def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every message of a one-partition topic, up to its current end."""
+    """Every message of a one-partition topic, up to its current end, as a ``read_committed``
+    subscriber (librdkafka's default) sees them: messages of aborted transactions and the
+    transaction markers take offsets but are not messages."""
     end = end_offsets(bootstrap, topic, 1)[0]
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "read-all", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "read-all",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
     )
-    consumer.assign([TopicPartition(topic, 0, 0)])
+    tp = TopicPartition(topic, 0, 0)
+    consumer.assign([tp])
     messages: list[Any] = []
+
+    def at_end() -> bool:
+        messages.extend(m for m in consumer.consume(500, 0.2) if not m.error())
+        return end == 0 or consumer.position([tp])[0].offset >= end
+
     try:
-        wait_for(
-            lambda: (
-                messages.extend(m for m in consumer.consume(500, 0.2) if not m.error())
-                or len(messages) >= end
-            ),
-            30,
-            f"{end} messages on {topic}",
-            interval=0,
-        )
+        wait_for(at_end, 30, f"the end ({end}) of {topic}", interval=0)
     finally:
         consumer.close()
     return messages

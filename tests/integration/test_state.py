@@ -8,6 +8,7 @@ import random
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -151,6 +152,31 @@ def test_a_record_with_a_bad_signature_is_refused(
     assert service.stop() == 0
 
 
+def kill_loop(
+    service: ServiceProcess, feed: Callable[[int, int], None], n: int, cycles: int, seed: int
+) -> list[float]:
+    """``cycles`` times: feed the next chunk of ``n`` events, start the service, wait for its
+    first batch, and ``kill -9`` it 1-4 s later (after its first checkpoint, mostly in the
+    middle of its work); then feed the last chunk and start it for good. Returns the seconds
+    from each start to its first batch."""
+    rng = random.Random(seed)
+    size = n // (cycles + 1)
+    recovery: list[float] = []
+    for cycle in range(cycles + 1):
+        feed(cycle * size, n if cycle == cycles else (cycle + 1) * size)
+        began = time.monotonic()
+        service.start()
+        service.wait_logged("first_batch", timeout=60)
+        recovery.append(time.monotonic() - began)
+        if cycle == cycles:
+            break
+        time.sleep(rng.uniform(1.0, 4.0))
+        assert service.process is not None
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(timeout=30)
+    return recovery
+
+
 def alternates(alerts: list[dict[str, Any]]) -> dict[tuple[str, ...], list[str]]:
     """Per identity, the statuses published once duplicates (same ``alert_id``) are dropped;
     fails if one transition was published under two ids."""
@@ -182,28 +208,17 @@ def test_a_kill_loop_loses_nothing_and_counts_every_event_once(
     )
     healthy = ModelStream("healthy", seed=6)
     n, cycles = 3000, 10
-    chunk = n // (cycles + 1)
     service.config = {
         **SMALL_REFERENCES,
         "kafka": {"instance_id": "kill-loop"},
         "processing": {"kpi_interval_s": 0.5},
     }
-    rng = random.Random(9)
-    recovery: list[float] = []
-    for cycle in range(cycles + 1):
-        start, stop = cycle * chunk, n if cycle == cycles else (cycle + 1) * chunk
+
+    def feed(start: int, stop: int) -> None:
         for spec in (degrading, healthy):
             produce_events(bootstrap, topics, generate(spec, stop - start, offset=start))
-        began = time.monotonic()
-        service.start()
-        service.wait_logged("first_batch", timeout=60)
-        recovery.append(time.monotonic() - began)
-        if cycle == cycles:
-            break
-        time.sleep(rng.uniform(1.0, 4.0))
-        assert service.process is not None
-        service.process.send_signal(signal.SIGKILL)
-        service.process.wait(timeout=30)
+
+    recovery = kill_loop(service, feed, n, cycles, seed=9)
     wait_processed(bootstrap, topics)
     for spec in (degrading, healthy):
         snapshot = latest_kpis(bootstrap, topics, spec.model_id, n)

@@ -23,7 +23,7 @@ from detectors.monitor import ModelMonitor
 from detectors.settings import MonitorSettings
 from service.errors import SnapshotError
 from service.join import JoinBuffer
-from service.pipeline import Pipeline
+from service.pipeline import InputRecord, Pipeline
 from service.state_format import (
     _ARRAY,
     _FUNCTION,
@@ -232,7 +232,9 @@ def test_the_persisted_layout_is_pinned_to_the_state_format() -> None:
     pipeline, _, _ = busy_pipeline()
     found: dict[str, set[str]] = {}
     task = pipeline.tasks[0]
-    layout(to_tree(task.join), found)
+    # The task record: its join and its outcome order, here with an outcome waiting in it.
+    task.outcomes.wait(("a", "e"), "a", InputRecord("outcome", "o", 0, 9, None, b"{}"), 0)
+    layout(to_tree((task.join, task.outcomes)), found)
     for monitor in task.monitors.values():
         layout(to_tree(monitor, roots(monitor)), found)
     current = {"format": STATE_FORMAT, "classes": {k: sorted(v) for k, v in sorted(found.items())}}
