@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,16 @@ def test_broker_outage_is_survived_without_losing_events(
     metrics = scrape(service.url)
     assert metrics["driftline_labeled_events_total"] == 2000
     assert service.stop() == 0
+    # Warnings that repeat while the broker is away come once per 10 s per (event, code), with
+    # how many were not logged.
+    elapsed = time.monotonic() - stopped_at
+    repeated = Counter(
+        (x["event"], x.get("code"))
+        for x in service.log_lines()
+        if x.get("level") == "warning" and "code" in x
+    )
+    assert repeated, "the outage must have been logged"
+    assert max(repeated.values()) <= 2 + elapsed / 10, repeated
 
 
 def test_sigterm_stops_cleanly_mid_stream(

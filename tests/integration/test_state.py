@@ -9,6 +9,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -237,3 +238,51 @@ def test_a_kill_loop_loses_nothing_and_counts_every_event_once(
         expected = ["firing", "resolved"] * len(sequence)
         assert sequence == expected[: len(sequence)], (identity, sequence)
     print(f"recovery to first batch (s): {[round(r, 2) for r in recovery]}")
+
+
+def test_scaling_out_to_three_replicas_and_back_loses_and_double_counts_nothing(
+    bootstrap: str, topics: Topics, service: ServiceProcess, tmp_path: Path
+) -> None:
+    """1 → 3 → 1 replicas while the stream arrives: every rebalance hands each task's state to
+    its next owner, so the models count every event once and alert as one replica would."""
+    degrading = ModelStream(
+        "degrading", seed=25, change_at=1500, accuracy_after=0.55, numeric_shift={"x1": 2.0}
+    )
+    healthy = ModelStream("healthy", seed=26)
+    n = 3000
+    service.config = {**SMALL_REFERENCES, "processing": {"kpi_interval_s": 0.5}}
+
+    def feed(start: int, stop: int) -> None:
+        for spec in (degrading, healthy):
+            produce_events(bootstrap, topics, generate(spec, stop - start, offset=start))
+
+    feed(0, 1000)
+    service.start()
+    service.wait_logged("first_batch")
+    others = []
+    for name in ("b", "c"):
+        other = ServiceProcess(bootstrap, topics, tmp_path / name, config=service.config)
+        other.tmp.mkdir()
+        others.append(other.start())
+    for other in others:
+        other.wait_logged("partitions_assigned")
+    feed(1000, 2000)
+    wait_processed(bootstrap, topics)
+    for other in others:
+        assert other.stop() == 0
+    feed(2000, n)
+    wait_processed(bootstrap, topics)
+    for spec in (degrading, healthy):
+        snapshot = latest_kpis(bootstrap, topics, spec.model_id, n)
+        assert (snapshot["predictions"], snapshot["labeled"]) == (n, n), snapshot
+    assert service.stop() == 0
+    restored = [
+        x for p in (service, *others) for x in p.log_lines() if x.get("event") == "state_restored"
+    ]
+    assert sum(x["models"] for x in restored) >= 2  # state moved between replicas
+    alerts = [orjson.loads(m.value()) for m in read_all(bootstrap, topics.alerts)]
+    statuses = alternates(alerts)
+    assert not [i for i in statuses if i[0] == "healthy"], statuses
+    assert {"data_drift", "kpi_threshold"} <= {identity[1] for identity in statuses}
+    for identity, sequence in statuses.items():
+        assert sequence == (["firing", "resolved"] * len(sequence))[: len(sequence)], identity
