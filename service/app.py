@@ -1,16 +1,15 @@
-"""The Kafka adapter: one module owns the consumer, the producer, the run loop and rebalances.
+"""The Kafka adapter: the consumer, the producer, the run loop and rebalances.
 
-Delivery is at-least-once. Outputs of a batch are produced, then its offsets are *stored*. A
-checkpoint, every ``commit_interval_s`` (the first one a second after the first batch, and on
-revoke and shutdown), goes: flush the outputs; every ``state.snapshot_interval_s``, observe what
-waits in the models' buffers and write the changed state (``service.state``), then flush again;
-commit the stored offsets. Nothing is committed before it is out, and state is written only for
-what was processed and published.
+Each batch is handled (decoded, processed, its outputs produced), then its offsets are stored;
+a checkpoint every ``commit_interval_s`` (the first one a second after the first batch, and on
+revoke and shutdown) flushes the outputs, writes the state and commits the offsets, in that
+order (``service.checkpoint``, which says why). The topics are checked at start-up
+(``service.topics``), and the input partition that runs ahead is paused after each batch
+(``service.balance``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import signal
 import time
@@ -21,17 +20,18 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
 from detectors.reference import ModelProfile
 from service import metrics
-from service.balance import side_ahead
+from service.balance import InputBalancer
+from service.checkpoint import Checkpointer
 from service.config import Config, load_config
-from service.errors import KafkaError, TopologyError
+from service.errors import KafkaError
 from service.http import Health, serve
 from service.logs import get_logger, librdkafka_logger
 from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
-from service.state import Positions, StateStore
+from service.topics import check_topology
 
 ERROR_LOG_INTERVAL_S = 10.0
 FIRST_CHECKPOINT_S = 1.0  # after the first batch: a crash soon after a start loses little
@@ -69,13 +69,8 @@ class DriftlineApp:
         self._pipeline = Pipeline(config, profile_loader=load_profile, clock=time.monotonic)
         self._running = False
         self._reload_requested = False
-        self._offsets: dict[tuple[str, int], int] = {}
         self._consumed = 0
         self._error_log: dict[str, tuple[float, int]] = {}
-        self._paused: set[tuple[str, int]] = set()
-        self._state: StateStore | None = None  # set once the state topic is known
-        self._next_state_at = float("inf")
-        self._restored: dict[tuple[str, int], int] = {}
         self._kpi_gauges = metrics.GaugeFamily(metrics.KPI)
         self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
         self._failed_gauges = metrics.GaugeFamily(metrics.MODEL_FAILED)
@@ -86,7 +81,6 @@ class DriftlineApp:
             topic: metrics.EVENTS_CONSUMED.labels(topic)
             for topic in (config.topics.predictions, config.topics.outcomes)
         }
-        self._delivery_errors: list[str] = []
         self._health = Health(config.http.stuck_after_s)
         self._roles: dict[str, Role] = {
             config.topics.predictions: "prediction",
@@ -113,10 +107,8 @@ class DriftlineApp:
                 "logger": librdkafka_logger(),
             }
         )
-        self._transactional = config.processing.guarantee == "exactly_once"
-        self._in_transaction = False
         transactions: dict[str, Any] = {}
-        if self._transactional:
+        if config.processing.guarantee == "exactly_once":
             transactions = {
                 "transactional.id": f"driftline/{config.kafka.group_id}/{config.kafka.instance_id}",
                 "transaction.timeout.ms": 60_000,
@@ -137,6 +129,23 @@ class DriftlineApp:
         )
         admin_config: dict[str, Any] = {**common, "logger": librdkafka_logger()}
         self._admin = AdminClient(admin_config)
+        self._checkpoints = Checkpointer(
+            config,
+            consumer=self._consumer,
+            producer=self._producer,
+            pipeline=self._pipeline,
+            publish=self._publish,
+            roles=self._roles,
+            log=self._log,
+            warn=self._warn,
+        )
+        self._balancer = InputBalancer(
+            config,
+            consumer=self._consumer,
+            pipeline=self._pipeline,
+            stored_offset=self._checkpoints.stored_offset,
+            log=self._log,
+        )
         self.http_server = None
         if config.http.enabled:
             self.http_server = serve(self._health, config.http.host, config.http.port)
@@ -145,11 +154,10 @@ class DriftlineApp:
 
     def run(self) -> int:
         self._install_signals()
-        self._check_topology()
-        if self._transactional:
-            # Fences (and aborts the open transaction of) an earlier incarnation of this replica.
-            self._run_transactional(self._producer.init_transactions, 30.0)
-            self._begin()
+        state_partitions = check_topology(self._admin, self._config)
+        if state_partitions is not None:
+            self._checkpoints.enable_state(state_partitions)
+        self._checkpoints.start()
         # A batch allocates tens of thousands of short-lived objects while the join and the
         # models' state hold hundreds of thousands of long-lived ones: young collections every
         # 50,000 allocations instead of 700, and what exists at start-up is never scanned again.
@@ -166,7 +174,7 @@ class DriftlineApp:
             "started",
             topics=topics,
             group_id=self._config.kafka.group_id,
-            state=self._state is not None,
+            state=self._checkpoints.has_state,
             instance_id=self._config.kafka.instance_id,
         )
         processing = self._config.processing
@@ -180,14 +188,14 @@ class DriftlineApp:
                 if messages:
                     fetched = True
                     self._handle(messages)
-                    self._balance()
+                    self._balancer.balance()
                     if not started:
                         started = True
                         self._log.info("first_batch", records=len(messages))
                         # The first checkpoint comes soon, not a full interval after the start.
                         last_commit = time.monotonic() - processing.commit_interval_s
                         last_commit += FIRST_CHECKPOINT_S
-                        self._next_state_at = time.monotonic() + FIRST_CHECKPOINT_S
+                        self._checkpoints.schedule_state(time.monotonic() + FIRST_CHECKPOINT_S)
                 # A full read means more is waiting: buffers may wait longer to fill.
                 due = self._pipeline.flush_due(behind=len(messages) >= processing.batch_size)
                 if due:  # an expiry-only or failing flush counts too (metrics, dead letters)
@@ -195,7 +203,7 @@ class DriftlineApp:
                 self._producer.poll(0)
                 now = time.monotonic()
                 if now - last_commit >= processing.commit_interval_s:
-                    self._commit()
+                    self._checkpoints.commit()
                     last_commit = now
                 if now - last_kpis >= processing.kpi_interval_s:
                     self._publish_kpis()
@@ -225,7 +233,7 @@ class DriftlineApp:
         deadline = self._config.processing.shutdown_timeout_s
         try:
             self._publish(self._pipeline.flush())
-            self._commit(timeout_s=deadline, force=True, final=True)
+            self._checkpoints.commit(timeout_s=deadline, force=True, final=True)
         finally:
             self._consumer.close()
             if self.http_server is not None:
@@ -262,8 +270,7 @@ class DriftlineApp:
         self._publish(result)
         # Offsets are stored only now, after the batch's outputs were produced (the commit still
         # stops at any record waiting in a model's buffer).
-        positions = {(r.topic, r.partition): r.offset + 1 for r in records}
-        self._offsets.update(positions)
+        self._checkpoints.store(records)
         consumed = Counter(r.topic for r in records)
         for topic, count in consumed.items():
             self._consumed_counters[topic].inc(count)
@@ -273,12 +280,13 @@ class DriftlineApp:
     def _publish(self, result: BatchResult) -> None:
         topics = self._config.topics
         produce = self._producer.produce
+        on_delivery = self._checkpoints.on_delivery
         for alert in result.alerts:
             produce(
                 topics.alerts,
                 key=alert["model_id"].encode(),
                 value=orjson.dumps(alert),
-                on_delivery=self._on_delivery,
+                on_delivery=on_delivery,
             )
             if alert["kind"] == "incident":
                 metrics.INCIDENTS.labels(alert["status"], alert["severity"]).inc()
@@ -315,7 +323,7 @@ class DriftlineApp:
                 key=letter.record.key,
                 value=value[:cap] if value is not None else None,
                 headers=dead_letter_headers(letter, cap),
-                on_delivery=self._on_delivery,
+                on_delivery=on_delivery,
             )
             metrics.DEAD_LETTERS.labels(letter.reason).inc()
         if result.dead_letters:
@@ -356,259 +364,19 @@ class DriftlineApp:
                 self._config.topics.kpis,
                 key=snapshot["model_id"].encode(),
                 value=orjson.dumps(snapshot),
-                on_delivery=self._on_delivery,
+                on_delivery=self._checkpoints.on_delivery,
             )
             for name, value in snapshot["kpis"].items():
                 if isinstance(value, int | float):
                     values[(snapshot["model_id"], name)] = float(value)
         self._kpi_gauges.replace(values)
 
-    # -- offsets -------------------------------------------------------------------------------
-
-    def _commit(
-        self,
-        timeout_s: float = 5.0,
-        partitions: set[int] | None = None,
-        force: bool = False,
-        final: bool = False,
-    ) -> None:
-        """Flush outputs, write state (on its interval, or ``force``), commit stored offsets:
-        nothing is committed before it is out."""
-        if self._transactional:
-            self._commit_transaction(timeout_s, partitions, begin_next=not final)
-            return
-        state_due = self._state is not None and (force or time.monotonic() >= self._next_state_at)
-        if state_due:
-            # The state must cover everything read: nothing may wait in a model's buffer.
-            self._publish(self._pipeline.flush(partitions))
-        if not self._flush_outputs(timeout_s):
-            return
-        if state_due and self._write_state(partitions) and not self._flush_outputs(timeout_s):
-            return
-        # A record still waiting in a model's buffer is not processed: the commit stops at it.
-        held = self._pipeline.held_offsets()
-        offsets = [
-            TopicPartition(topic, partition, min(offset, held.get((topic, partition), offset)))
-            for (topic, partition), offset in self._offsets.items()
-            if partitions is None or partition in partitions
-        ]
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() == RdKafkaError._NO_OFFSET:
-                return
-            metrics.COMMITS.labels("error").inc()
-            if err.fatal():
-                raise KafkaError("offset commit failed", err.name()) from exc
-            # Coordinator moves and broker outages make commits fail for a while. The offsets
-            # stay stored and the next interval commits them; at worst a restart in between
-            # reprocesses them (at-least-once).
-            self._warn("commit_failed", err.name(), reason=err.str())
-            return
-        metrics.COMMITS.labels("ok").inc()
-        for tp in offsets:
-            if partitions is not None:
-                self._offsets.pop((tp.topic, tp.partition), None)
-
-    def _commit_transaction(
-        self, timeout_s: float, partitions: set[int] | None, begin_next: bool
-    ) -> None:
-        """exactly_once: one transaction carries the outputs since the last checkpoint, the
-        state they leave behind and the input offsets, for every task (whatever ``partitions``:
-        the outputs of all of them are in it)."""
-        assert self._state is not None
-        self._begin()  # (a revoke after the final commit of a shutdown opens one more)
-        self._publish(self._pipeline.flush())
-        self._write_state(None)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-        if offsets:
-            metadata = self._consumer.consumer_group_metadata()
-            self._run_transactional(
-                self._producer.send_offsets_to_transaction, offsets, metadata, timeout_s
-            )
-        self._run_transactional(self._producer.commit_transaction, timeout_s)
-        self._in_transaction = False
-        metrics.COMMITS.labels("ok").inc()
-        if partitions is not None:
-            for key in [k for k in self._offsets if k[1] in partitions]:
-                del self._offsets[key]
-        if begin_next:
-            self._begin()
-
-    def _begin(self) -> None:
-        if self._transactional and not self._in_transaction:
-            self._producer.begin_transaction()
-            self._in_transaction = True
-
-    def _run_transactional(self, call: Any, *args: Any) -> None:
-        """A transactional call, retried while its error is retriable (a broker away). Any
-        other error leaves this process ahead of what is committed: the open transaction is
-        aborted and the process exits, so that a restart resumes from the committed state."""
-        deadline = time.monotonic() + self._config.processing.shutdown_timeout_s
-        while True:
-            try:
-                call(*args)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.retriable() and time.monotonic() < deadline:
-                    self._warn("transaction_retry", err.name(), reason=err.str())
-                    continue
-                metrics.COMMITS.labels("error").inc()
-                if err.txn_requires_abort():
-                    with contextlib.suppress(KafkaException):
-                        self._producer.abort_transaction(10.0)
-                raise KafkaError(
-                    "a transaction failed; exiting, so that a restart resumes from the last "
-                    f"committed state: {err.str()}",
-                    err.name(),
-                ) from exc
-
-    def _flush_outputs(self, timeout_s: float) -> bool:
-        """Whether everything produced so far was delivered."""
-        remaining = self._producer.flush(timeout_s)
-        if self._delivery_errors:
-            # librdkafka gave up on an output (after retrying for message.timeout.ms). Committing
-            # now would lose it; exiting without a commit makes the restart reprocess it.
-            errors, self._delivery_errors = self._delivery_errors, []
-            metrics.COMMITS.labels("skipped").inc()
-            raise KafkaError(
-                f"outputs could not be delivered ({errors[:5]}); offsets not committed, so "
-                "the batches are processed again after a restart"
-            )
-        if remaining:
-            # Still in flight (e.g. the broker is away): commit at a later interval.
-            metrics.COMMITS.labels("deferred").inc()
-            self._warn("commit_deferred", "undelivered", undelivered=remaining)
-            return False
-        return True
-
-    # -- state -------------------------------------------------------------------------------
-
-    def _write_state(self, partitions: set[int] | None) -> int:
-        assert self._state is not None
-        tasks = [p for p in self._pipeline.tasks if partitions is None or p in partitions]
-        positions = {p: at for p in tasks if (at := self._task_positions(p)) is not None}
-        records = self._state.changes(self._pipeline, positions)
-        for partition, key, value in records:
-            self._producer.produce(
-                self._config.topics.state,
-                key=key,
-                value=value,
-                partition=partition,
-                on_delivery=self._on_state_delivery,
-            )
-        self._next_state_at = time.monotonic() + self._config.state.snapshot_interval_s
-        return len(records)
-
-    def _task_positions(self, partition: int) -> Positions | None:
-        """Next offset of both input partitions of a task: what its state now corresponds to."""
-        positions: Positions = {}
-        for topic, role in self._roles.items():
-            offset = self._offsets.get((topic, partition), self._restored.get((topic, partition)))
-            if offset is None:
-                try:
-                    (tp,) = self._consumer.committed(
-                        [TopicPartition(topic, partition)], timeout=5.0
-                    )
-                except KafkaException:
-                    return None  # unknown now: the previous state stays the newest
-                offset = tp.offset if tp.offset >= 0 else 0
-                self._restored[(topic, partition)] = offset
-            positions[role] = offset
-        return positions
-
-    def _on_state_delivery(self, error: RdKafkaError | None, message: Message) -> None:
-        # A lost state record costs no data: the previous one (older offsets) is restored.
-        if error is not None:
-            metrics.SNAPSHOTS.labels("failed").inc()
-            self._warn("state_write_failed", error.name(), key=str(message.key()))
-        else:
-            metrics.SNAPSHOTS.labels("written").inc()
-
-    # -- keeping both input topics of a task in step ---------------------------------------------
-
-    def _balance(self) -> None:
-        """Pause the input partition that runs ahead once its side fills the join buffer.
-
-        Pausing costs a fetch round trip on resume, so it happens only when it matters: when the
-        side that is more than ``max_skew_s`` ahead has filled half of ``join_max_entries`` while
-        the other side still has unread messages. It resumes below a quarter (hysteresis).
-        """
-        topics = self._config.topics
-        max_skew_ms = int(self._config.processing.max_skew_s * 1000)
-        cap = self._config.limits.join_max_entries
-        wanted: set[tuple[str, int]] = set()
-        for partition, task in self._pipeline.tasks.items():
-            join = task.join
-            watermarks = (join.prediction_watermark_ms, join.outcome_watermark_ms)
-            ahead = side_ahead(*watermarks, max_skew_ms)
-            if ahead is None:
-                # Near the cap any lead counts: with many models a task's join can fill within
-                # max_skew_s of event time, and evicting loses entries whose partner is unread.
-                ahead = side_ahead(*watermarks, 0)
-                waiting_ahead = (
-                    join.waiting_predictions if ahead == "prediction" else join.waiting_outcomes
-                )
-                if ahead is None or waiting_ahead <= cap * 3 // 4:
-                    continue
-            if ahead == "prediction":
-                ahead_topic, behind_topic = topics.predictions, topics.outcomes
-                waiting = join.waiting_predictions
-            else:
-                ahead_topic, behind_topic = topics.outcomes, topics.predictions
-                waiting = join.waiting_outcomes
-            threshold = cap // 4 if (ahead_topic, partition) in self._paused else cap // 2
-            if waiting > threshold and self._unread(behind_topic, partition) > 0:
-                wanted.add((ahead_topic, partition))
-        pause, resume = wanted - self._paused, self._paused - wanted
-        if pause:
-            self._consumer.pause([TopicPartition(t, p) for t, p in sorted(pause)])
-        if resume:
-            self._consumer.resume([TopicPartition(t, p) for t, p in sorted(resume)])
-        if pause or resume:
-            metrics.PAUSES.inc(len(pause))
-            self._log.info("input_balance", paused=sorted(f"{t}[{p}]" for t, p in wanted))
-        self._paused = wanted
-        metrics.PAUSED_PARTITIONS.set(len(wanted))
-
-    def _unread(self, topic: str, partition: int) -> int:
-        """Messages of a partition not read yet, from what the consumer already knows.
-
-        This runs after every batch while one side is ahead, so it never asks the broker (a
-        round trip took 0.3 s under load: 7 of the 17 s of a backlog bench). Before the first
-        fetch response of the partition its end is unknown: that counts as unread, so the side
-        ahead waits at most one fetch; an empty partition's fetch response says 0.
-        """
-        tp = TopicPartition(topic, partition)
-        try:
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                return 1
-            position = self._offsets.get((topic, partition))
-            if position is None:
-                (current,) = self._consumer.position([tp])
-                position = current.offset
-                if position < 0:  # nothing read from it yet
-                    return high
-        except KafkaException:
-            return 0
-        return max(high - position, 0)
-
     # -- rebalance callbacks ------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = sorted({tp.partition for tp in partitions})
-        if self._state is not None:
-            restored = self._state.restore(self._pipeline, tasks, self._state.read(tasks))
-            for tp in partitions:
-                at = restored.get(tp.partition)
-                if at is not None:
-                    tp.offset = at[self._roles[tp.topic]]
-                    self._restored[(tp.topic, tp.partition)] = tp.offset
+        if self._checkpoints.has_state:
+            self._checkpoints.restore(tasks, partitions)
             # Start where the restored state ends (tasks without state keep their committed
             # offsets).
             consumer.assign(partitions)
@@ -624,16 +392,14 @@ class DriftlineApp:
         try:
             # Everything read from the revoked tasks is observed and out before the commit.
             self._publish(self._pipeline.flush(tasks))
-            self._commit(partitions=tasks, force=True)
+            self._checkpoints.commit(partitions=tasks, force=True)
         except KafkaError as exc:
             self._log.error("commit_on_revoke_failed", error=str(exc))
-            if self._transactional:
+            if self._checkpoints.transactional:
                 raise  # the transaction was aborted: only a restart gets back in step
         self._pipeline.revoke(tasks)
-        if self._state is not None:
-            self._state.forget(tasks)
-        self._paused = {(t, p) for t, p in self._paused if p not in tasks}
-        self._restored = {k: v for k, v in self._restored.items() if k[1] not in tasks}
+        self._checkpoints.forget(tasks)
+        self._balancer.forget(tasks)
         self._health.set_state(assigned=len(self._pipeline.tasks))
         self._monitors_changed = True
         metrics.REBALANCES.labels("revoke").inc()
@@ -642,23 +408,19 @@ class DriftlineApp:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = {tp.partition for tp in partitions}
-        if self._transactional:
+        if self._checkpoints.transactional:
             # The open transaction holds outputs of tasks another replica owns now: it must not
             # commit, and the other tasks' state ran ahead of what is committed.
-            with contextlib.suppress(KafkaException):
-                self._producer.abort_transaction(10.0)
+            self._checkpoints.abort()
             raise KafkaError(
                 f"partitions {sorted(tasks)} were lost under exactly_once; exiting, so that a "
                 "restart resumes from the last committed state"
             )
         # Lost, not revoked: another replica may own them already, so nothing is committed.
-        for key in [k for k in self._offsets if k[1] in tasks]:
-            del self._offsets[key]
+        self._checkpoints.drop_offsets(tasks)
         self._pipeline.revoke(tasks)
-        if self._state is not None:
-            self._state.forget(tasks)
-        self._paused = {(t, p) for t, p in self._paused if p not in tasks}
-        self._restored = {k: v for k, v in self._restored.items() if k[1] not in tasks}
+        self._checkpoints.forget(tasks)
+        self._balancer.forget(tasks)
         self._health.set_state(assigned=len(self._pipeline.tasks))
         self._monitors_changed = True
         metrics.ASSIGNED_PARTITIONS.set(len(self._pipeline.tasks))
@@ -697,11 +459,6 @@ class DriftlineApp:
             raise KafkaError("consumer failed", error.name())
         self._log.warning("consume_error", code=error.name(), reason=error.str())
 
-    def _on_delivery(self, error: RdKafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._delivery_errors.append(f"{message.topic()}: {error.name()}")
-            self._log.error("delivery_failed", topic=message.topic(), code=error.name())
-
     def _update_lag(self, fetched: bool) -> None:
         """Consumer lag per partition, and whether the broker is reachable.
 
@@ -728,36 +485,7 @@ class DriftlineApp:
             self._health.set_state(broker_ok=False)
             self._warn("lag_check_failed", exc.args[0].name(), reason=str(exc))
 
-    # -- topology and reload -------------------------------------------------------------------
-
-    def _check_topology(self) -> None:
-        topics = self._config.topics
-        try:
-            metadata = self._admin.list_topics(timeout=30)
-        except KafkaException as exc:
-            raise KafkaError("cannot reach the Kafka cluster", exc.args[0].name()) from exc
-        counts = {}
-        for name in (topics.predictions, topics.outcomes):
-            topic = metadata.topics.get(name)
-            if topic is None or topic.error is not None:
-                raise TopologyError(
-                    f"input topic {name!r} does not exist; create it (driftline create-topics) "
-                    "or set topics.predictions / topics.outcomes"
-                )
-            counts[name] = len(topic.partitions)
-        if self._config.state.enabled:
-            state = metadata.topics.get(topics.state)
-            if state is None or state.error is not None:
-                raise TopologyError(
-                    f"state topic {topics.state!r} does not exist; create it compacted "
-                    "(driftline create-topics) or set state.enabled: false to run without state"
-                )
-            self._state = StateStore(self._config, len(state.partitions))
-        if len(set(counts.values())) != 1:
-            raise TopologyError(
-                f"input topics are not co-partitioned: {counts}; both must have the same number "
-                "of partitions, keyed by model_id"
-            )
+    # -- config reload -------------------------------------------------------------------------
 
     def _mtime(self) -> float | None:
         if self._config_path is None:
@@ -784,50 +512,7 @@ class DriftlineApp:
         reset = self._pipeline.reconfigure(config)
         self._monitors_changed = True
         self._config = config
-        if self._state is not None:
-            self._state.reconfigure(config)
+        self._checkpoints.reconfigure(config)
+        self._balancer.reconfigure(config)
         metrics.CONFIG_RELOADS.labels("ok").inc()
         self._log.info("config_reloaded", reset_models=reset)
-
-
-def create_topics(config: Config, partitions: int, wait_s: float = 30.0) -> list[str]:
-    """Create the input and output topics that do not exist yet. Returns the names created."""
-    admin = AdminClient(config.kafka_properties())
-    existing = set(admin.list_topics(timeout=wait_s).topics)
-    topics = config.topics
-    wanted = [topics.predictions, topics.outcomes, topics.alerts, topics.dead_letters, topics.kpis]
-    # The state topic is added below with its own settings.
-    new = [
-        NewTopic(name, num_partitions=partitions, replication_factor=-1)
-        for name in wanted
-        if name not in existing
-    ]
-    if topics.state not in existing:
-        # Compacted, with the inputs' partition count: task p's state is in partition p, so a
-        # replica reads only its own tasks' state.
-        new.append(
-            NewTopic(
-                topics.state,
-                num_partitions=partitions,
-                replication_factor=-1,
-                config={
-                    "cleanup.policy": "compact",
-                    "max.message.bytes": str(config.state.max_snapshot_bytes),
-                    # Only closed segments are compacted: roll hourly, so the topic holds about
-                    # one record per key plus an hour of rewrites, not a week of them.
-                    "segment.ms": "3600000",
-                },
-            )
-        )
-    if not new:
-        return []
-    futures = admin.create_topics(new, operation_timeout=wait_s)
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result(timeout=wait_s)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != RdKafkaError.TOPIC_ALREADY_EXISTS:
-                raise KafkaError(f"cannot create topic {name}", exc.args[0].name()) from exc
-    return created

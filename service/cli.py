@@ -213,7 +213,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _create_topics(args: argparse.Namespace) -> int:
-    from service.app import create_topics
+    from service.topics import create_topics
 
     config = _load(args.config)
     created = create_topics(config, args.partitions)

@@ -10,6 +10,7 @@ export DRIFTLINE_TOPICS__OUTCOMES="$run.outcomes"
 export DRIFTLINE_TOPICS__ALERTS="$run.alerts"
 export DRIFTLINE_TOPICS__DEAD_LETTERS="$run.dead-letters"
 export DRIFTLINE_TOPICS__KPIS="$run.model-kpis"
+export DRIFTLINE_TOPICS__STATE="$run.state"
 export DRIFTLINE_GROUP_ID="$run"
 log=$(mktemp -t driftline-demo.XXXXXX.log)
 
