@@ -10,7 +10,7 @@ before that). Then the state topic is read: the size of each model's newest reco
 are in steady state: references complete, windows full).
 
 Two kinds of run: the default config (dynamic group membership: the killed member holds its
-partitions until its session times out, ``session.timeout.ms`` 10 s), and ``kafka.instance_id``
+partitions until its session times out, ``session.timeout.ms`` 6 s), and ``kafka.instance_id``
 set (static membership: the restarted replica takes them back at once).
 """
 

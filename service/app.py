@@ -88,7 +88,10 @@ class DriftlineApp:
         }
         self._config_mtime = self._mtime()
         common = config.kafka_properties()
-        membership: dict[str, Any] = {"session.timeout.ms": 10_000}
+        # A killed replica's partitions move once its session times out: 6 s (the broker's
+        # smallest by default; librdkafka's own default is 45 s). Heartbeats come from
+        # librdkafka's thread, so a long batch does not miss them.
+        membership: dict[str, Any] = {"session.timeout.ms": 6_000, "heartbeat.interval.ms": 2_000}
         if config.kafka.instance_id:
             # Static membership: a replica restarted under the same id gets its partitions back
             # at once instead of after a rebalance.

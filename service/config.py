@@ -52,7 +52,7 @@ class KafkaSettings(_Strict):
     instance_id: str | None = None
     """Static group membership (``group.instance.id``): unique per replica and stable across its
     restarts (the pod name). A replica restarted under it gets its partitions back at once; one
-    that stops for longer than ``session.timeout.ms`` (10 s unless set in ``properties``) loses
+    that stops for longer than ``session.timeout.ms`` (6 s unless set in ``properties``) loses
     them to the others."""
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """Any librdkafka property, passed to the consumer and the producer (e.g. security.protocol,
