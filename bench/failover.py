@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from bench.broker import create_topics, delete_topics, service_settings
+from service.state import read_latest
 from service.synthetic import ModelStream, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,20 +55,8 @@ def first_batch_s(log: Path, started: float, proc: subprocess.Popen[bytes]) -> f
 
 def state_sizes(bootstrap: str, topic: str) -> dict[str, int]:
     """Size of the newest record of each key of the state topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in (0, 1)}
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-    sizes: dict[str, int] = {}
-    done: set[int] = set()
-    while len(done) < len(ends):
-        for message in consumer.consume(500, 0.5):
-            if message.error() is None:
-                sizes[message.key().decode()] = len(message.value() or b"")
-        for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-            if tp.offset >= ends[tp.partition]:
-                done.add(tp.partition)
-    consumer.close()
-    return sizes
+    found = read_latest({"bootstrap.servers": bootstrap}, topic, range(PARTITIONS), bool, 60.0)
+    return {key.decode(): len(value) for key, value in found.items()}
 
 
 def run(bootstrap: str, cycles: int, instance_id: str | None) -> dict[str, Any]:

@@ -121,10 +121,12 @@ class StateStore:
         self._codec = StateCodec(config.state.key())
         self._log = get_logger(component="state")
         self._written: dict[int, Positions] = {}  # task -> positions of its last task record
-        self._digests: dict[int, tuple[Any, str]] = {}  # id(settings) -> (settings, digest)
+        # id(settings or profile) -> (it, its digest); the object is held so the id stays its.
+        self._digests: dict[int, tuple[Any, str]] = {}
 
     def reconfigure(self, config: Config) -> None:
         self._config = config
+        self._digests.clear()  # the old settings and profiles are replaced
 
     def forget(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
@@ -164,8 +166,8 @@ class StateStore:
                 "partition": partition,
                 "model_id": model_id,
                 "seen": list(mark),
-                "settings": self._settings_digest(monitor.settings),
-                "profile": None if monitor.profile is None else digest(monitor.profile),
+                "settings": self._digest(monitor.settings),
+                "profile": None if monitor.profile is None else self._digest(monitor.profile),
                 "monitor": to_tree(
                     monitor, {"settings": monitor.settings, "profile": monitor.profile}
                 ),
@@ -187,11 +189,13 @@ class StateStore:
             self._add(out, task_key(group, partition), document)
             self._written[partition] = dict(at)
 
-    def _settings_digest(self, settings: Any) -> str:
-        # Models without a block of their own share one settings object: digested once.
-        cached = self._digests.get(id(settings))
-        if cached is None or cached[0] is not settings:
-            cached = self._digests[id(settings)] = (settings, digest(settings))
+    def _digest(self, obj: Any) -> str:
+        # Digested once per object, not at every write of a changed model: models without a
+        # block of their own share one settings object, and a profile (hundreds of KB) lasts
+        # as long as its monitor.
+        cached = self._digests.get(id(obj))
+        if cached is None or cached[0] is not obj:
+            cached = self._digests[id(obj)] = (obj, digest(obj))
         return cached[1]
 
     def _add(self, out: list[Record], key: bytes, document: dict[str, Any]) -> None:
@@ -295,8 +299,8 @@ class StateStore:
         try:
             document = self._codec.decode(data)
             settings, profile = pipeline.monitor_roots(model_id)
-            if document["settings"] != self._settings_digest(settings) or document["profile"] != (
-                None if profile is None else digest(profile)
+            if document["settings"] != self._digest(settings) or document["profile"] != (
+                None if profile is None else self._digest(profile)
             ):
                 metrics.SNAPSHOTS.labels("reset").inc()
                 self._log.info("state_reset", task=partition, model_id=model_id)
