@@ -133,6 +133,9 @@ class LabeledBatch:
 
     ``sources`` are the outcomes' (what completed each pair). ``correct`` (classification: the
     prediction equals the label in canonical form) is computed once, on first use.
+    ``expired``: predictions of the same version that expired without an outcome among these
+    events, each after the first ``positions[i]`` of them (the label tracker takes them in that
+    order); None when they come separately.
 
     Examples
     --------
@@ -152,6 +155,7 @@ class LabeledBatch:
     predicted_at: np.ndarray
     labeled_at: np.ndarray
     sources: Sources
+    expired: ExpiredBatch | None = None
     _cache: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -197,17 +201,26 @@ class LabeledBatch:
 
 @dataclass(frozen=True, slots=True)
 class ExpiredBatch:
-    """Predictions of one model whose outcome never came (they lower label coverage)."""
+    """Predictions of one model whose outcome never came (they lower label coverage).
+
+    ``positions``: where each expired among the labelled events of the same call (after the
+    first ``positions[i]`` of them; non-decreasing), when the caller knows it.
+    """
 
     versions: Sequence[str | None]
     timestamps: np.ndarray
+    positions: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.versions)
 
     def take(self, start: int, stop: int) -> ExpiredBatch:
-        return ExpiredBatch(self.versions[start:stop], self.timestamps[start:stop])
+        return ExpiredBatch(
+            self.versions[start:stop],
+            self.timestamps[start:stop],
+            None if self.positions is None else self.positions[start:stop],
+        )
 
     @classmethod
     def from_events(cls, events: Sequence[Prediction]) -> ExpiredBatch:

@@ -1267,6 +1267,14 @@ class LabelTracker:
         ts = _timestamps(timestamps_ms, int(n))
         self._append(ts, np.full(int(n), np.nan))
 
+    def update(self, delays_ms: npt.ArrayLike, timestamps_ms: npt.ArrayLike) -> None:
+        """Add predictions in the order they were resolved: each with its delay, or NaN for
+        one that expired without an outcome."""
+        d = np.asarray(delays_ms, dtype=np.float64)
+        if d.ndim != 1 or np.isinf(d).any() or (d < 0).any():
+            raise ValueError("delays_ms: must be a 1-D array of delays >= 0 or NaN")
+        self._append(_timestamps(timestamps_ms, d.shape[0]), d)
+
     def _append(self, ts: npt.NDArray[np.int64], delays: npt.NDArray[np.float64]) -> None:
         _append_prepared(self._window, self._running, PreparedEvents(ts, {"delay_ms": delays}))
 

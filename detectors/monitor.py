@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
+
+import numpy as np
 
 from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch, version_runs
 from detectors.events import Labeled, Prediction, Source
 from detectors.generation import Generation, Task
+from detectors.held import HeldAlerts
 from detectors.incidents import IncidentBook
 from detectors.reference import ModelProfile
 from detectors.settings import MonitorSettings
@@ -71,6 +75,7 @@ class ModelMonitor:
         self._retired: Generation | None = None
         self._retired_versions: deque[str] = deque(maxlen=_RETIRED_VERSIONS)
         self._book = IncidentBook(model_id)
+        self._held = HeldAlerts()
         self._n_predictions = 0
         self._n_labeled = 0
         self._n_generations = 1
@@ -115,6 +120,11 @@ class ModelMonitor:
         return self._book.open_incident
 
     @property
+    def n_held(self) -> int:
+        """Alerts observed with :meth:`observe_held` and not released yet."""
+        return len(self._held)
+
+    @property
     def generation(self) -> Generation:
         """The generation judging the current version."""
         return self._current
@@ -142,9 +152,35 @@ class ModelMonitor:
         self._n_predictions += predictions.n
         self._n_labeled += labeled.n
         alerts = self._route(predictions, Generation.observe_predictions, late=False)
-        alerts += self._route(labeled, Generation.observe_labeled, late=True)
-        alerts += self._route(expired, Generation.observe_expired, late=True)
+        alerts += self._route_labels(labeled, expired)
         return self._book_in_order(alerts)
+
+    def observe_held(
+        self,
+        predictions: PredictionBatch,
+        labeled: LabeledBatch,
+        expired: ExpiredBatch,
+        marks: tuple[np.ndarray, np.ndarray],
+    ) -> None:
+        """Like :meth:`observe`, but the alerts wait in the monitor until :meth:`release`
+        books them in an order that does not depend on how the two streams were interleaved
+        (``detectors.held``). ``marks``: per prediction and per labelled event, the event time
+        its stream had reached (non-decreasing along each stream, across calls)."""
+        n_predictions, n_labeled = self._n_predictions, self._n_labeled
+        self._n_predictions += predictions.n
+        self._n_labeled += labeled.n
+        alerts = self._route(predictions, Generation.observe_predictions, late=False)
+        self._held.add_predictions(_marked(alerts, predictions, marks[0], n_predictions))
+        alerts = self._route_labels(labeled, expired)
+        self._held.add_labels(_marked(alerts, labeled, marks[1], n_labeled))
+
+    def release(self, prediction_bound: int, label_bound: int) -> list[dict[str, Any]]:
+        """Book the held alerts that nothing to come can precede: no alert either stream
+        produces from now on has a mark below its bound (``detectors.held.UNBOUNDED`` for a
+        stream that is idle or ended). Returns them with their incident events."""
+        if not self._held:
+            return []
+        return self._book.record(self._held.release(prediction_bound, label_bound))
 
     def observe_predictions(
         self, predictions: PredictionBatch | Sequence[Prediction]
@@ -202,6 +238,22 @@ class ModelMonitor:
                 alerts += observe(self._current, run)
         return alerts
 
+    def _route_labels(self, labeled: LabeledBatch, expired: ExpiredBatch) -> list[dict[str, Any]]:
+        """The label stream: labelled events, and predictions that expired among them. When
+        the caller says where each expired (``expired.positions``) and all are of the current
+        version, the label tracker takes them in that order."""
+        current = self._current.model_version
+        if expired.n and labeled.n and expired.positions is not None:
+            runs = list(version_runs(labeled.versions, current))
+            if (
+                len(runs) == 1
+                and runs[0][0] == current
+                and all(v is None or v == current for v in expired.versions)
+            ):
+                return self._current.observe_labeled(replace(labeled, expired=expired))
+        alerts = self._route(labeled, Generation.observe_labeled, late=True)
+        return alerts + self._route(expired, Generation.observe_expired, late=True)
+
     def _book_in_order(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # Each signal reports in its own order; the incident book reads them in event time.
         if not alerts:
@@ -224,6 +276,29 @@ class ModelMonitor:
             f"ModelMonitor(model_id={self.model_id!r}, version={self.model_version!r}, "
             f"generations={self._n_generations}, open_incident={self.open_incident!r})"
         )
+
+
+def _marked(
+    alerts: list[dict[str, Any]],
+    batch: PredictionBatch | LabeledBatch,
+    marks: np.ndarray,
+    before: int,
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """Each alert with the mark and the stream position of the event that triggered it (its
+    ``source``; an alert points at an event of its batch)."""
+    if not alerts:
+        return []
+    sources = batch.sources
+    out = []
+    for alert in alerts:
+        source = alert["source"]
+        found = np.flatnonzero(sources.offsets == source["offset"]).tolist()
+        if len(found) > 1 and not isinstance(sources.topic, str):
+            topics = sources.topic
+            found = [i for i in found if topics[i] == source["topic"]]
+        index = found[0] if found else batch.n - 1
+        out.append((int(marks[index]), before + index, alert))
+    return out
 
 
 def _first(run: PredictionBatch | LabeledBatch) -> tuple[int, Source]:

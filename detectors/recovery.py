@@ -21,6 +21,11 @@ false_resolve_rate)``. While the error rate stays at ``pd`` or above, the averag
 false resolve is at least ``1 / false_resolve_rate`` labelled events (Lorden's bound for the
 CUSUM); a return to ``p0`` is found after about ``h / KL(p0 || pd)`` events: about 1,500 for
 ``0.10 -> 0.19`` with the default ``1e-6``.
+
+The arithmetic does not depend on how the stream is cut into calls (the service's calls follow
+its reads, which a restart or a replay cuts differently): the estimate is computed from the
+``estimate_size`` errors themselves, once they are all there, and the CUSUM adds log-likelihood
+ratios in fixed point (units of ``2**-24``, clipped at ``±1e6``), where addition is exact.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from detectors.stats import chi_square_2samp, ks_2samp
 __all__ = ["ChangePointAlertState", "ChangeSignal", "DriftedSample", "Recovery"]
 
 _P_CLIP = 1e-6
+_SCALE = float(2**24)  # fixed-point units of the CUSUM
+_LLR_CLIP = 1e6  # per error: a run of 10^5 clipped ones stays far within int64
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +72,9 @@ class Recovery:
 class _Firing:
     rate_before: float
     n: int = 0  # errors seen since firing
-    post_sum: float = 0.0
-    post_sumsq: float = 0.0
     degraded: float | None = None  # pd, once estimated
     variance: float = 0.0  # of the post-change errors (losses)
-    statistic: float = 0.0
+    statistic: int = 0  # in units of 1 / _SCALE
     recent: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
 
 
@@ -116,6 +121,7 @@ class ChangePointAlertState:
         self.estimate_size = estimate_size
         self.binary = binary
         self._h = math.log(1.0 / self.false_resolve_rate)
+        self._h_fixed = math.ceil(self._h * _SCALE)
         self._firing: dict[Severity, _Firing] = {}
         self._resolved: dict[Severity, Recovery] = {}
 
@@ -192,27 +198,26 @@ class ChangePointAlertState:
             at = start
             if state.degraded is None:
                 take = min(stop - at, self.estimate_size - state.n)
-                part = x[at : at + take]
                 state.n += take
-                state.post_sum += float(part.sum())
-                state.post_sumsq += float(np.dot(part, part))
                 at += take
                 if state.n >= self.estimate_size:
-                    self._estimate(state)
+                    # The first estimate_size errors since firing: the recent ones, plus the
+                    # start of this batch.
+                    self._estimate(state, np.concatenate((state.recent, x[start:at])))
             if state.degraded is None or at >= stop:
                 self._note_recent(state, x[start:stop])
                 continue
-            llr = self._llr(state, x[at:stop])
-            # Page's CUSUM with a reflecting barrier at 0, vectorised:
+            llr = np.clip(self._llr(state, x[at:stop]), -_LLR_CLIP, _LLR_CLIP)
+            # Page's CUSUM with a reflecting barrier at 0, vectorised (exact, in fixed point):
             # S_t = T_t - min(0, min_{s<=t} T_s) with T = S_0 + cumsum(llr).
-            walk = state.statistic + np.cumsum(llr)
-            stat = walk - np.minimum(0.0, np.minimum.accumulate(walk))
-            hit = np.flatnonzero(stat >= self._h)
+            walk = state.statistic + np.cumsum(np.rint(llr * _SCALE).astype(np.int64))
+            stat = walk - np.minimum(0, np.minimum.accumulate(walk))
+            hit = np.flatnonzero(stat >= self._h_fixed)
             if hit.size:
                 index = at + int(hit[0])
                 state.n += index + 1 - at
                 self._note_recent(state, x[start : index + 1])
-                state.statistic = float(stat[hit[0]])
+                state.statistic = int(stat[hit[0]])
                 recovery = self._resolved[severity] = self._describe(state)
                 del self._firing[severity]
                 value = recovery.rate_recent if recovery.rate_recent is not None else math.nan
@@ -222,12 +227,12 @@ class ChangePointAlertState:
             else:
                 state.n += stop - at
                 self._note_recent(state, x[start:stop])
-                state.statistic = float(stat[-1])
+                state.statistic = int(stat[-1])
 
-    def _estimate(self, state: _Firing) -> None:
-        n = state.n
-        mean = state.post_sum / n
-        variance = max(state.post_sumsq / n - mean * mean, 0.0) * n / (n - 1)
+    def _estimate(self, state: _Firing, sample: npt.NDArray[np.float64]) -> None:
+        n = sample.shape[0]
+        mean = float(sample.mean())
+        variance = float(sample.var(ddof=1))
         p0 = state.rate_before
         if self.binary:
             p0 = min(max(p0, _P_CLIP), 1 - _P_CLIP)
@@ -261,7 +266,7 @@ class ChangePointAlertState:
             rate_before=state.rate_before,
             rate_degraded=state.degraded,
             rate_recent=float(state.recent.mean()) if state.recent.size else None,
-            statistic=state.statistic,
+            statistic=state.statistic / _SCALE,
             threshold=self._h,
             n_since_firing=state.n,
         )

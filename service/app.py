@@ -66,7 +66,12 @@ class DriftlineApp:
         self._config = config
         self._config_path = config_path
         self._log = get_logger(component="app")
-        self._pipeline = Pipeline(config, profile_loader=load_profile, clock=time.monotonic)
+        self._pipeline = Pipeline(
+            config,
+            profile_loader=load_profile,
+            clock=time.monotonic,
+            caught_up=self._caught_up,
+        )
         self._running = False
         self._reload_requested = False
         self._consumed = 0
@@ -223,6 +228,9 @@ class DriftlineApp:
     def stop(self) -> None:
         self._running = False
 
+    def _caught_up(self, partition: int, role: Role) -> bool:
+        return self._balancer.caught_up(partition, role)
+
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
@@ -235,7 +243,7 @@ class DriftlineApp:
         self._log.info("stopping")
         deadline = self._config.processing.shutdown_timeout_s
         try:
-            self._publish(self._pipeline.flush())
+            self._publish(self._pipeline.flush(release_held=not self._config.state.enabled))
             self._checkpoints.commit(timeout_s=deadline, force=True, final=True)
         finally:
             self._consumer.close()
@@ -393,8 +401,11 @@ class DriftlineApp:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tasks = {tp.partition for tp in partitions}
         try:
-            # Everything read from the revoked tasks is observed and out before the commit.
-            self._publish(self._pipeline.flush(tasks))
+            # Everything read from the revoked tasks is observed and out before the commit;
+            # held alerts stay in the state, or go out now if there is none.
+            self._publish(
+                self._pipeline.flush(tasks, release_held=not self._config.state.enabled)
+            )
             self._checkpoints.commit(partitions=tasks, force=True)
         except KafkaError as exc:
             self._log.error("commit_on_revoke_failed", error=str(exc))
@@ -511,7 +522,8 @@ class DriftlineApp:
             metrics.CONFIG_RELOADS.labels("error").inc()
             self._log.error("config_reload_failed", error=str(exc))
             return
-        self._publish(self._pipeline.flush())
+        # A monitor the new config restarts would take its held alerts with it.
+        self._publish(self._pipeline.flush(release_held=True))
         reset = self._pipeline.reconfigure(config)
         self._monitors_changed = True
         self._config = config

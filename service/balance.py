@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from service import metrics
 from service.config import Config
-from service.pipeline import Pipeline
+from service.pipeline import Pipeline, Role
 
 Side = Literal["prediction", "outcome"]
 
@@ -93,7 +93,7 @@ class InputBalancer:
                 ahead_topic, behind_topic = topics.outcomes, topics.predictions
                 waiting = join.waiting_outcomes
             threshold = cap // 4 if (ahead_topic, partition) in self._paused else cap // 2
-            if waiting > threshold and self._unread(behind_topic, partition) > 0:
+            if waiting > threshold and self.unread(behind_topic, partition) > 0:
                 wanted.add((ahead_topic, partition))
         pause, resume = wanted - self._paused, self._paused - wanted
         if pause:
@@ -106,7 +106,13 @@ class InputBalancer:
         self._paused = wanted
         metrics.PAUSED_PARTITIONS.set(len(wanted))
 
-    def _unread(self, topic: str, partition: int) -> int:
+    def caught_up(self, partition: int, role: Role) -> bool:
+        """Whether the task's partition of the ``role`` topic has nothing left to read."""
+        topics = self._config.topics
+        topic = topics.predictions if role == "prediction" else topics.outcomes
+        return self.unread(topic, partition) == 0
+
+    def unread(self, topic: str, partition: int) -> int:
         """Messages of a partition not read yet, from what the consumer already knows.
 
         This runs after every batch while one side is ahead, so it never asks the broker (a

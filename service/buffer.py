@@ -26,14 +26,19 @@ class ModelBuffer:
 
     Predictions are kept as their decoded structs; labelled events as
     ``(version, prediction, score, predicted_at_ms, label, labeled_at_ms, topic, offset)``;
-    expired predictions as ``(version, timestamp_ms)``. ``records`` are the raw inputs behind
-    them, dead-lettered if the model's processing fails.
+    expired predictions as ``(version, timestamp_ms, position)`` (after the first ``position``
+    labelled events). ``records`` are the raw inputs behind
+    them, dead-lettered if the model's processing fails. ``prediction_marks`` and
+    ``label_marks`` are the event time each stream of the task had reached at each event
+    (``detectors.held``).
     """
 
     __slots__ = (
         "expired",
+        "label_marks",
         "labeled",
         "n",
+        "prediction_marks",
         "prediction_offsets",
         "prediction_topic",
         "predictions",
@@ -45,8 +50,10 @@ class ModelBuffer:
         self.predictions: list[Any] = []
         self.prediction_offsets: list[int] = []
         self.prediction_topic = ""
+        self.prediction_marks: list[int] = []
         self.labeled: list[tuple[Any, ...]] = []
-        self.expired: list[tuple[str | None, int]] = []
+        self.label_marks: list[int] = []
+        self.expired: list[tuple[str | None, int, int]] = []
         self.records: list[Any] = []
         self.n = 0
         # Processing time of the oldest waiting event (None when empty or when not timed).
@@ -54,20 +61,24 @@ class ModelBuffer:
 
     # add_prediction and add_labeled run once per record: the bookkeeping of _added is
     # repeated in them rather than called.
-    def add_prediction(self, doc: Any, record: Any, now: float | None) -> None:
+    def add_prediction(self, doc: Any, record: Any, now: float | None, mark: int) -> None:
         if not self.predictions:
             self.prediction_topic = record.topic
         self.predictions.append(doc)
         self.prediction_offsets.append(record.offset)
+        self.prediction_marks.append(mark)
         self.records.append(record)
         if not self.n:
             self.since = now
         self.n += 1
 
-    def add_labeled(self, labeled: tuple[Any, ...], record: Any, now: float | None) -> None:
+    def add_labeled(
+        self, labeled: tuple[Any, ...], record: Any, now: float | None, mark: int
+    ) -> None:
         """A labelled event; ``record`` is the outcome read now, or None when the outcome was
         read earlier and waited in the join for this prediction."""
         self.labeled.append(labeled)
+        self.label_marks.append(mark)
         if record is not None:
             self.records.append(record)
         if not self.n:
@@ -75,7 +86,8 @@ class ModelBuffer:
         self.n += 1
 
     def add_expired(self, version: str | None, timestamp_ms: int, now: float | None) -> None:
-        self.expired.append((version, timestamp_ms))
+        """A prediction that expired now: after the labelled events waiting so far."""
+        self.expired.append((version, timestamp_ms, len(self.labeled)))
         self._added(now)
 
     def _added(self, now: float | None) -> None:
@@ -86,7 +98,9 @@ class ModelBuffer:
     def clear(self) -> None:
         self.predictions = []
         self.prediction_offsets = []
+        self.prediction_marks = []
         self.labeled = []
+        self.label_marks = []
         self.expired = []
         self.records = []
         self.n = 0
@@ -102,6 +116,13 @@ class ModelBuffer:
                 if len(out) == 2:  # a task reads two topics
                     break
         return out
+
+    def marks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The marks of the waiting predictions and labelled events, as arrays."""
+        return (
+            np.array(self.prediction_marks, _INT64),
+            np.array(self.label_marks, _INT64),
+        )
 
     def batches(self, partition: int) -> tuple[PredictionBatch, LabeledBatch, ExpiredBatch]:
         """The waiting events as one columnar batch per kind."""
@@ -140,5 +161,8 @@ class ModelBuffer:
             Sources(topic, partition, np.fromiter(offsets, _INT64, m)),
         )
         k = len(self.expired)
-        ev, et = zip(*self.expired, strict=True) if k else ((), ())
-        return prediction_batch, labeled_batch, ExpiredBatch(ev, np.fromiter(et, _INT64, k))
+        ev, et, positions = zip(*self.expired, strict=True) if k else ((), (), ())
+        expired_batch = ExpiredBatch(
+            ev, np.fromiter(et, _INT64, k), np.fromiter(positions, _INT64, k)
+        )
+        return prediction_batch, labeled_batch, expired_batch

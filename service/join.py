@@ -2,11 +2,14 @@
 
 Both sides are buffered: the two topics are fetched independently, so either side may be read far
 ahead of the other (always during catch-up). Time is event time, and each side is aged by the
-*other* side's watermark (the newest timestamp read from it): a prediction stops waiting once the
-outcomes of its partition have moved ``max_wait_ms`` past it, and an outcome once the predictions
-have. Reading one topic ahead therefore never expires entries whose partner is merely unread, and
-a replay ages entries exactly as the live service did. Buffers keep arrival order (dicts), which
-is event-time order up to producer disorder, so expiry pops from the front.
+*other* side: an outcome stops waiting once the predictions of its partition (the newest
+timestamp read from them) have moved ``max_wait_ms`` past it, and a prediction once the label
+stream has (the watermark of the outcomes handed out in order, ``service.ordering``: the caller
+passes it, at each outcome it hands out, so an expiry falls at the same place among the labels
+whatever the interleaving). Reading one topic ahead therefore never expires entries whose
+partner is merely unread, and a replay ages entries exactly as the live service did. Buffers keep
+arrival order (dicts), which is event-time order up to producer disorder, so expiry pops from
+the front.
 
 Entries are opaque to the join: the pipeline keeps in them what it needs of a waiting event (a
 few scalars of a prediction, the raw record of an outcome), never the whole decoded event.
@@ -19,6 +22,8 @@ from typing import Any
 
 Key = tuple[str, str]
 """(model_id, event_id)."""
+
+_NEVER = 2**62
 
 
 @dataclass(slots=True)
@@ -53,8 +58,8 @@ class JoinBuffer:
     'outcome-1'
     >>> join.add_prediction(("m", "e2"), 500, "prediction-2", expired) is None
     True
-    >>> join.add_outcome(("m", "e3"), 2000, "outcome-3", expired)  # e2 ages by the outcomes
-    >>> join.expire(expired)
+    >>> join.add_outcome(("m", "e3"), 2000, "outcome-3", expired)
+    >>> join.expire_predictions(2000, expired)  # e2 ages by the label stream
     >>> expired.predictions
     [(('m', 'e2'), 'prediction-2')]
     """
@@ -70,6 +75,10 @@ class JoinBuffer:
         self._outcomes: dict[Key, tuple[int, Any]] = {}
         self._prediction_watermark_ms = 0
         self._outcome_watermark_ms = 0
+        # At most the timestamp of the buffer's front: an expiry check below it is skipped
+        # without a look at the buffer (a dict finds its front in time proportional to the
+        # entries removed before it, and the label stream checks at every outcome).
+        self._oldest_prediction_ms = _NEVER
 
     @property
     def watermark_ms(self) -> int:
@@ -103,6 +112,7 @@ class JoinBuffer:
             return waiting[1]
         buffer = self._predictions
         buffer[key] = (timestamp_ms, entry)
+        self._oldest_prediction_ms = min(self._oldest_prediction_ms, timestamp_ms)
         if len(buffer) > self.max_entries:
             expired.predictions.append(_pop_first(buffer))
             expired.evicted += 1
@@ -121,11 +131,18 @@ class JoinBuffer:
             expired.evicted += 1
         return None
 
-    def expire(self, expired: Expired) -> None:
-        """Move every entry that waited longer than ``max_wait_ms`` into ``expired``."""
-        _expire_front(
-            self._predictions, self._outcome_watermark_ms - self.max_wait_ms, expired.predictions
-        )
+    def expire_predictions(self, label_watermark_ms: int, expired: Expired) -> None:
+        """Move the predictions the label stream has passed by ``max_wait_ms`` into
+        ``expired`` (from the front: arrival order)."""
+        horizon_ms = label_watermark_ms - self.max_wait_ms
+        if horizon_ms <= self._oldest_prediction_ms:
+            return
+        buffer = self._predictions
+        _expire_front(buffer, horizon_ms, expired.predictions)
+        self._oldest_prediction_ms = buffer[next(iter(buffer))][0] if buffer else _NEVER
+
+    def expire_outcomes(self, expired: Expired) -> None:
+        """Move the outcomes the predictions have passed by ``max_wait_ms`` into ``expired``."""
         _expire_front(
             self._outcomes, self._prediction_watermark_ms - self.max_wait_ms, expired.outcomes
         )

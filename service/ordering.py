@@ -11,6 +11,9 @@ waits for its prediction holds back the outcomes read after it. It stops holding
 predictions of its task have moved ``max_skew_s`` (event time) past it: its prediction is then
 late, and the pair goes out when the prediction comes (out of order, counted). An outcome that
 expires unmatched is dropped from the order.
+
+The order keeps its watermark: the newest event time among the outcomes handed out. Each pair
+takes it as its *mark* (``detectors.held``): the point the label stream had reached.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from service.join import Key
 class PendingLabel:
     """One outcome, from its read until its pair is handed to its model."""
 
-    __slots__ = ("dropped", "labeled", "model_id", "record", "timestamp_ms", "unordered")
+    __slots__ = (
+        "dropped",
+        "labeled",
+        "mark",
+        "model_id",
+        "record",
+        "timestamp_ms",
+        "unordered",
+    )
 
     def __init__(self, model_id: str, record: Any, timestamp_ms: int, labeled: Any) -> None:
         self.model_id = model_id
@@ -36,6 +47,7 @@ class PendingLabel:
         self.labeled: tuple[Any, ...] | None = labeled
         self.dropped = False
         self.unordered = False
+        self.mark = 0  # the order's watermark when the pair was handed out
 
 
 class OutcomeOrder:
@@ -56,14 +68,23 @@ class OutcomeOrder:
     def __init__(self) -> None:
         self._queue: deque[PendingLabel] = deque()
         self._awaiting: dict[Key, PendingLabel] = {}
+        self._watermark_ms = 0
+
+    @property
+    def watermark_ms(self) -> int:
+        """The newest event time among the outcomes handed out: no pair handed out from now on
+        gets a smaller mark."""
+        return self._watermark_ms
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, model_id: str, record: Any, timestamp_ms: int, labeled: Any) -> bool:
         """An outcome whose pair is complete (its prediction was waiting, or it carried it).
-        Returns True when nothing is held back: the pair goes out now, and is not kept."""
+        Returns True when nothing is held back: the pair goes out now (with the order's
+        watermark as its mark), and is not kept."""
         if not self._queue:
+            self._watermark_ms = max(self._watermark_ms, timestamp_ms)
             return True
         self._queue.append(PendingLabel(model_id, record, timestamp_ms, labeled))
         return False
@@ -81,6 +102,7 @@ class OutcomeOrder:
         pending = self._awaiting.pop(key)
         pending.labeled = labeled
         if pending.unordered:
+            self._hand_out(pending)
             return [pending]
         queue = self._queue
         if queue[0] is not pending:
@@ -89,6 +111,7 @@ class OutcomeOrder:
         while queue and (queue[0].labeled is not None or queue[0].dropped):
             head = queue.popleft()
             if not head.dropped:
+                self._hand_out(head)
                 out.append(head)
         return out
 
@@ -120,7 +143,12 @@ class OutcomeOrder:
                 continue
             queue.popleft()
             if not head.dropped:
+                self._hand_out(head)
                 yield head
+
+    def _hand_out(self, pending: PendingLabel) -> None:
+        self._watermark_ms = max(self._watermark_ms, pending.timestamp_ms)
+        pending.mark = self._watermark_ms
 
     @property
     def first(self) -> tuple[str, int] | None:

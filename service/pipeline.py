@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from detectors.held import UNBOUNDED
 from detectors.monitor import ModelMonitor
 from detectors.reference import ModelProfile
 from detectors.settings import MonitorSettings
@@ -109,7 +110,11 @@ class Task:
         # Restored models whose state is ahead of the offsets the task is read again from.
         self.seen: dict[str, Seen] = {}
         self.outcomes = OutcomeOrder()
+        self.expiring = Expired()  # reused: predictions expire one outcome at a time
         self.filled: set[str] = set()  # buffers filled by pairs handed out of order
+        # Models with alerts held for the other stream (``detectors.held``), and since when
+        # (processing time; None when not timed).
+        self.held: dict[str, float | None] = {}
 
 
 ProfileLoader = Callable[[str], ModelProfile]
@@ -123,6 +128,7 @@ class Pipeline:
         config: Config,
         profile_loader: ProfileLoader | None = None,
         clock: Callable[[], float] | None = None,
+        caught_up: Callable[[int, Role], bool] | None = None,
     ) -> None:
         self._config = config
         self._limits = DecodeLimits(
@@ -134,6 +140,9 @@ class Pipeline:
         # Processing time (seconds) for ``max_buffer_ms``; without one (replay), a model's
         # events wait only for ``min_model_batch`` or an explicit ``flush``.
         self._clock = clock
+        # Whether a task's partition of a topic has nothing left to read (``driftline run``):
+        # an alert held for that stream then goes out after ``max_buffer_ms``.
+        self._caught_up = caught_up
         self._settings_cache: dict[str | None, MonitorSettings] = {}
         self._tasks: dict[int, Task] = {}
         self.failed_models: set[str] = set()
@@ -174,9 +183,12 @@ class Pipeline:
         task = self._new_task(partition)
         if parts is not None:
             task.join, task.outcomes = parts
+        now = self._clock() if self._clock is not None else None
         for model_id, (monitor, seen) in monitors.items():
             task.monitors[model_id] = monitor
             task.seen[model_id] = seen
+            if monitor.n_held:
+                task.held[model_id] = now
         self._tasks[partition] = task
         return self._reconcile(task)
 
@@ -196,6 +208,7 @@ class Pipeline:
             if not self._config.is_monitored(model_id):
                 del task.monitors[model_id]
                 task.buffers.pop(model_id, None)
+                task.held.pop(model_id, None)
                 task.join.drop_model(model_id)
                 task.outcomes.drop_model(model_id)
                 task.changed.discard(model_id)
@@ -204,6 +217,7 @@ class Pipeline:
                 reset.append(model_id)
             elif task.monitors[model_id].settings != self._settings(model_id):
                 task.monitors[model_id] = self._new_monitor(model_id)
+                task.held.pop(model_id, None)
                 task.changed.add(model_id)
                 task.seen.pop(model_id, None)
                 reset.append(model_id)
@@ -289,9 +303,11 @@ class Pipeline:
                 self._observe(task, model_id, buffer, result)
         for partition, expired in expired_by_task.items():
             task = self._tasks[partition]
-            task.join.expire(expired)
+            task.join.expire_outcomes(expired)
+            self._expire_predictions(task, now)
             self._collect_expired(task, expired, result, now)
             self._release(task, result, now)
+            self._book_held(task, result)
         if now is not None:
             self._observe_due(
                 now, result, behind=len(records) >= self._config.processing.batch_size
@@ -299,13 +315,20 @@ class Pipeline:
         return result
 
     def flush(
-        self, partitions: Iterable[int] | None = None, *, end_of_input: bool = False
+        self,
+        partitions: Iterable[int] | None = None,
+        *,
+        end_of_input: bool = False,
+        release_held: bool = False,
     ) -> BatchResult:
         """Observe every waiting event (of ``partitions``, or of all tasks): before a commit or
         a state write that must cover everything read, such as on revoke or shutdown. Labelled
         events held back in the order of their outcomes stay held (their offsets hold the
-        commit back, and they are part of the task's state), except at ``end_of_input`` (the end
-        of a replay): then every complete pair is observed."""
+        commit back, and they are part of the task's state), and so do alerts held for the
+        other stream (they are part of their monitor's state), except at ``end_of_input`` (the
+        end of a replay): then every complete pair is observed and every alert goes out.
+        ``release_held``: every held alert goes out (there is no state to keep it in, or the
+        config changes)."""
         result = BatchResult()
         wanted = None if partitions is None else set(partitions)
         for partition, task in self._tasks.items():
@@ -315,6 +338,7 @@ class Pipeline:
                 for model_id, buffer in list(task.buffers.items()):
                     if buffer.n:
                         self._observe(task, model_id, buffer, result)
+                self._book_held(task, result, ended=end_of_input or release_held)
         return result
 
     def flush_due(self, *, behind: bool = False) -> BatchResult:
@@ -347,6 +371,8 @@ class Pipeline:
             for model_id, buffer in list(task.buffers.items()):
                 if buffer.n and buffer.since is not None and now - buffer.since >= wait_s:
                     self._observe(task, model_id, buffer, result)
+            if task.held:
+                self._book_held(task, result, idle_after=now - wait_s)
 
     def _add_prediction(
         self,
@@ -367,9 +393,10 @@ class Pipeline:
                 f"a prediction with event_id {doc.event_id!r} is already waiting for its outcome",
             )
         offset = record.offset
-        if seen is None or offset >= seen.predictions:
-            buffer.add_prediction(doc, record, now)
         timestamp = doc.timestamp
+        if seen is None or offset >= seen.predictions:
+            mark = max(join.prediction_watermark_ms, timestamp)
+            buffer.add_prediction(doc, record, now, mark)
         # The prediction's offset rides along for the rule of ``Seen``.
         predicted = (doc.model_version, doc.prediction, doc.score, timestamp, offset)
         outcome = join.add_prediction(key, timestamp, predicted, expired)
@@ -403,10 +430,11 @@ class Pipeline:
                 task.outcomes.wait(key, doc.model_id, record, timestamp)
                 return
         labeled = (*predicted[:4], *tail)
-        if task.outcomes.add(doc.model_id, record, timestamp, labeled) and (
-            seen is None or record.offset >= seen.outcomes
-        ):
-            buffer.add_labeled(labeled, record, now)
+        order = task.outcomes
+        if order.add(doc.model_id, record, timestamp, labeled):
+            if seen is None or record.offset >= seen.outcomes:
+                buffer.add_labeled(labeled, record, now, order.watermark_ms)
+            self._expire_predictions(task, now)
 
     def _deliver(
         self,
@@ -419,23 +447,51 @@ class Pipeline:
         had observed a pair handed out in order if its outcome's offset is below
         ``Seen.outcomes``; one handed out late (``late_prediction``: the offset of its
         prediction, which came late) if that is below ``Seen.predictions``."""
-        threshold = self._config.processing.min_model_batch
-        buffers, seen = task.buffers, task.seen
         for pending in out:
-            model_id, labeled = pending.model_id, pending.labeled
-            buffer = buffers.get(model_id)
-            if buffer is None or labeled is None:
+            self._deliver_one(task, pending, now, late_prediction)
+            self._expire_predictions(task, now, pending.mark)
+
+    def _deliver_one(
+        self, task: Task, pending: PendingLabel, now: float | None, late_prediction: int | None
+    ) -> None:
+        model_id, labeled = pending.model_id, pending.labeled
+        buffer = task.buffers.get(model_id)
+        if buffer is None or labeled is None:
+            return
+        mark = task.seen.get(model_id) if task.seen else None
+        if mark is not None and (
+            late_prediction < mark.predictions
+            if late_prediction is not None
+            else pending.record.offset < mark.outcomes
+        ):
+            return  # observed before the restored state was written
+        buffer.add_labeled(labeled, pending.record, now, pending.mark)
+        if buffer.n >= self._config.processing.min_model_batch:
+            task.filled.add(model_id)
+
+    def _expire_predictions(
+        self, task: Task, now: float | None, watermark_ms: int | None = None
+    ) -> None:
+        """The predictions the label stream has passed by ``join_wait_s`` at the outcome just
+        handed out (its ``watermark_ms``; by default the order's): each joins its model's buffer
+        after the labelled events handed out so far."""
+        sink = task.expiring
+        if watermark_ms is None:
+            watermark_ms = task.outcomes.watermark_ms
+        task.join.expire_predictions(watermark_ms, sink)
+        if sink.predictions:
+            self._add_expired(task, sink.predictions, now)
+            sink.predictions.clear()
+
+    def _add_expired(self, task: Task, predictions: list[Any], now: float | None) -> None:
+        max_wait_ms = task.join.max_wait_ms
+        for (model_id, _), (version, _, _, timestamp, _) in predictions:
+            buffer = task.buffers.get(model_id)
+            if buffer is None:
                 continue
-            mark = seen.get(model_id) if seen else None
-            if mark is not None and (
-                late_prediction < mark.predictions
-                if late_prediction is not None
-                else pending.record.offset < mark.outcomes
-            ):
-                continue  # observed before the restored state was written
-            buffer.add_labeled(labeled, pending.record, now)
-            if buffer.n >= threshold:
-                task.filled.add(model_id)
+            seen = task.seen.get(model_id) if task.seen else None
+            if seen is None or timestamp >= seen.outcome_watermark_ms - max_wait_ms:
+                buffer.add_expired(version, timestamp, now)
 
     def _release(
         self, task: Task, result: BatchResult, now: float | None, *, end_of_input: bool = False
@@ -511,14 +567,7 @@ class Pipeline:
         result.evicted += expired.evicted
         for key, _ in expired.outcomes:
             task.outcomes.drop(key)
-        max_wait_ms = task.join.max_wait_ms
-        for (model_id, _), (version, _, _, timestamp, _) in expired.predictions:
-            buffer = task.buffers.get(model_id)
-            if buffer is None:
-                continue
-            seen = task.seen.get(model_id) if task.seen else None
-            if seen is None or timestamp >= seen.outcome_watermark_ms - max_wait_ms:
-                buffer.add_expired(version, timestamp, now)
+        self._add_expired(task, expired.predictions, now)  # pushed out by the size cap
         for (_, event_id), (*_, record) in expired.outcomes:
             result.dead_letters.append(
                 DeadLetter(
@@ -533,17 +582,20 @@ class Pipeline:
         """One monitor call with everything the model's buffer holds; the buffer empties."""
         monitor = task.monitors.get(model_id)
         predictions, labeled, expired = buffer.batches(task.partition)
+        marks = buffer.marks()
         records = buffer.records
+        since = buffer.since
         buffer.clear()
         if monitor is None:
             return
         task.changed.add(model_id)
         try:
-            alerts = monitor.observe(predictions, labeled, expired)
+            monitor.observe_held(predictions, labeled, expired, marks)
         except Exception as exc:
             # One model's failure must not stop the others. Its monitor restarts from empty
             # state and the events of this call are dead-lettered, so they can be replayed.
             task.monitors[model_id] = self._new_monitor(model_id)
+            task.held.pop(model_id, None)
             task.seen.pop(model_id, None)
             self._fail(model_id, exc, records, result)
             return
@@ -551,7 +603,58 @@ class Pipeline:
         result.predictions += predictions.n
         result.labeled += labeled.n
         result.expired_predictions += expired.n
-        result.alerts.extend(alerts)
+        if monitor.n_held and model_id not in task.held:
+            task.held[model_id] = since
+
+    def _book_held(
+        self,
+        task: Task,
+        result: BatchResult,
+        *,
+        ended: bool = False,
+        idle_after: float | None = None,
+    ) -> None:
+        """Book the held alerts of the task's models that neither stream can precede any more
+        (``detectors.held``). A stream's bound is the first mark waiting in the model's buffer,
+        else the task's watermark of it; it is unbounded when ``ended``, or for alerts held
+        since before ``idle_after`` when the stream's partition has nothing left to read (and,
+        for the labels, no outcome waits for its prediction)."""
+        if not task.held:
+            return
+        caught_up = self._caught_up
+        partition = task.partition
+        idle_predictions = idle_labels = ended
+        if not ended and idle_after is not None and caught_up is not None:
+            idle_predictions = caught_up(partition, "prediction")
+            idle_labels = not len(task.outcomes) and caught_up(partition, "outcome")
+        for model_id in sorted(task.held):
+            monitor = task.monitors.get(model_id)
+            if monitor is None:
+                del task.held[model_id]
+                continue
+            since = task.held[model_id]
+            timed_out = ended or (
+                idle_after is not None and since is not None and since <= idle_after
+            )
+            buffer = task.buffers.get(model_id)
+            if buffer is not None and buffer.prediction_marks:
+                prediction_bound = buffer.prediction_marks[0]
+            elif timed_out and idle_predictions:
+                prediction_bound = UNBOUNDED
+            else:
+                prediction_bound = task.join.prediction_watermark_ms
+            if buffer is not None and buffer.label_marks:
+                label_bound = buffer.label_marks[0]
+            elif timed_out and idle_labels:
+                label_bound = UNBOUNDED
+            else:
+                label_bound = task.outcomes.watermark_ms
+            alerts = monitor.release(prediction_bound, label_bound)
+            if alerts:
+                task.changed.add(model_id)
+                result.alerts.extend(alerts)
+            if not monitor.n_held:
+                del task.held[model_id]
 
     def _fail(
         self,

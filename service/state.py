@@ -148,7 +148,7 @@ class StateStore:
     def _task_changes(self, partition: int, task: Task, at: Positions, out: list[Record]) -> None:
         group = self._config.kafka.group_id
         produced = len(out)
-        watermark = task.join.outcome_watermark_ms
+        watermark = task.outcomes.watermark_ms  # what predictions expire by
         for model_id, seen in list(task.seen.items()):
             if at["prediction"] >= seen.predictions and at["outcome"] >= seen.outcomes:
                 del task.seen[model_id]  # read past what it had observed

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 
 from service.errors import SnapshotError
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 _MAGIC = b"DLS2"
 _SIGNED, _UNSIGNED = b"S", b"U"
 _MAC_SIZE = hashlib.sha256().digest_size

@@ -99,7 +99,8 @@ class KpiSignal:
             # No KPI window, reference or threshold (label metrics' included). Label coverage
             # and delay are still tracked for the snapshot: they describe the outcome feed
             # rather than the model.
-            self.labels.update_labeled(delays, timestamps)
+            self._track(batch, delays, timestamps, 0, batch.n)
+            self._track_rest(batch)
             return []
         every = settings.every
         # Validated and encoded once; the slices fed at each cadence point are views of it.
@@ -121,7 +122,7 @@ class KpiSignal:
             self._kpis.update_prepared(events.take(start, stop))
             # The label tracker too, so that an evaluation (label-metric thresholds, an alert's
             # evidence) sees it as it stood, whatever the batch.
-            self.labels.update_labeled(delays[start:stop], timestamps[start:stop])
+            self._track(batch, delays, timestamps, start, stop)
             if self._reference_values is None:
                 assert self._reference_kpis is not None
                 needed = reference_size - (seen + start)
@@ -139,7 +140,37 @@ class KpiSignal:
             if (seen + stop) % every == 0:
                 alerts.extend(self._evaluate(_Trigger.of(batch, stop - 1)))
             start = stop
+        self._track_rest(batch)
         return alerts
+
+    def _track(
+        self, batch: LabeledBatch, delays: np.ndarray, timestamps: np.ndarray, start: int, stop: int
+    ) -> None:
+        """Labelled events ``start:stop`` to the label tracker, with the predictions that
+        expired among them in their places (those after the last one wait for
+        :meth:`_track_rest`, after its evaluation)."""
+        expired = batch.expired
+        if expired is None or expired.positions is None:
+            self.labels.update_labeled(delays[start:stop], timestamps[start:stop])
+            return
+        lo, hi = np.searchsorted(expired.positions, (start, stop), side="left")
+        if lo == hi:
+            self.labels.update_labeled(delays[start:stop], timestamps[start:stop])
+            return
+        at = expired.positions[lo:hi] - start
+        self.labels.update(
+            np.insert(delays[start:stop].astype(np.float64), at, np.nan),
+            np.insert(timestamps[start:stop], at, expired.timestamps[lo:hi]),
+        )
+
+    def _track_rest(self, batch: LabeledBatch) -> None:
+        """The predictions that expired after the last labelled event of ``batch``."""
+        expired = batch.expired
+        if expired is None or expired.positions is None:
+            return
+        rest = int(np.searchsorted(expired.positions, batch.n, side="left"))
+        if rest < expired.n:
+            self.labels.update_expired(expired.n - rest, expired.timestamps[rest:])
 
     @cached_property
     def _thresholded_metrics(self) -> tuple[frozenset[str], frozenset[str]]:

@@ -52,7 +52,7 @@ def run(cfg: Config, data: list[InputRecord], batch: int) -> dict[str, list[dict
     pipeline = Pipeline(cfg)
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     results = [pipeline.process(data[i : i + batch]) for i in range(0, len(data), batch)]
-    results.append(pipeline.flush())
+    results.append(pipeline.flush(end_of_input=True))
     for result in results:
         assert not result.dead_letters
         for alert in result.alerts:

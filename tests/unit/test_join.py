@@ -16,6 +16,13 @@ def add_outcome(join: JoinBuffer, event_id: str, ts: int, expired: Expired, mode
     return join.add_outcome((model, event_id), ts, ("outcome", event_id, ts), expired)
 
 
+def expire(join: JoinBuffer, expired: Expired) -> None:
+    """Age both sides; the label stream's watermark is the outcomes' here (the pipeline passes
+    the watermark of the outcomes handed out in order)."""
+    join.expire_outcomes(expired)
+    join.expire_predictions(join.outcome_watermark_ms, expired)
+
+
 def test_outcome_after_prediction_pairs() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
     assert add_prediction(join, "a", 100, expired) is None
@@ -43,16 +50,16 @@ def test_each_side_ages_by_the_other_sides_event_time() -> None:
     add_prediction(join, "a", 100, expired)
     add_outcome(join, "b", 150, expired)
     add_prediction(join, "c", 1100, expired)
-    join.expire(expired)
+    expire(join, expired)
     # Predictions reached 1100: outcome "b" (150) may still find its prediction; outcomes only
     # reached 150, so prediction "a" may still get its outcome.
     assert expired.predictions == [] and expired.outcomes == []
     add_prediction(join, "d", 1200, expired)
-    join.expire(expired)
+    expire(join, expired)
     assert expired.outcomes == [(("m", "b"), ("outcome", "b", 150))]
     assert expired.predictions == []
     add_outcome(join, "x", 1150, expired)
-    join.expire(expired)
+    expire(join, expired)
     assert [key[1] for key, _ in expired.predictions] == ["a"]
     assert join.waiting_predictions == 2
 
@@ -63,11 +70,28 @@ def test_catch_up_with_one_topic_read_ahead_loses_no_pair() -> None:
     join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10_000), Expired()
     for i in range(5000):
         add_prediction(join, str(i), i * 100, expired)
-    join.expire(expired)
+    expire(join, expired)
     assert expired.predictions == []
     pairs = [add_outcome(join, str(i), i * 100 + 50, expired) for i in range(5000)]
-    join.expire(expired)
+    expire(join, expired)
     assert all(p is not None for p in pairs) and expired.outcomes == []
+
+
+def test_an_expiry_check_skipped_below_the_oldest_prediction_misses_none() -> None:
+    """The check at each outcome skips the buffer while the label stream is below its oldest
+    waiting prediction; a prediction older than the front, read later, lowers that bound."""
+    join, expired = JoinBuffer(max_wait_ms=1000, max_entries=10), Expired()
+    add_prediction(join, "a", 5000, expired)
+    join.expire_predictions(5500, expired)
+    assert expired.predictions == []
+    add_prediction(join, "late", 100, expired)  # out of order in its partition
+    add_prediction(join, "b", 6000, expired)
+    assert add_outcome(join, "a", 5200, expired) is not None  # the front leaves
+    join.expire_predictions(1200, expired)
+    assert [key[1] for key, _ in expired.predictions] == ["late"]
+    join.expire_predictions(7001, expired)
+    assert [key[1] for key, _ in expired.predictions] == ["late", "b"]
+    assert join.waiting_predictions == 0
 
 
 def test_cap_evicts_the_oldest_entry() -> None:

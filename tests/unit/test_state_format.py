@@ -23,7 +23,7 @@ from detectors.monitor import ModelMonitor
 from detectors.settings import MonitorSettings
 from service.errors import SnapshotError
 from service.join import JoinBuffer
-from service.pipeline import InputRecord, Pipeline
+from service.pipeline import InputRecord, Pipeline, Seen
 from service.state_format import (
     _ARRAY,
     _FUNCTION,
@@ -73,19 +73,20 @@ def test_a_restored_monitor_decides_exactly_as_the_original() -> None:
     assert {a["kind"] for a in before} >= {"data_drift", "data_quality"}
     codec = StateCodec(KEY)
     restored = Pipeline(config())
-    restored.assign([0])
-    task = restored.tasks[0]
-    join = codec.encode({"join": to_tree(original.tasks[0].join)})
-    task.join = from_tree(codec.decode(join)["join"])
-    for model_id, monitor in original.tasks[0].monitors.items():
+    source = original.tasks[0]
+    record = codec.encode({"task": to_tree((source.join, source.outcomes))})
+    monitors = {}
+    for model_id, monitor in source.monitors.items():
         data = codec.encode({"monitor": to_tree(monitor, roots(monitor))})
-        task.monitors[model_id] = from_tree(codec.decode(data)["monitor"], roots(monitor))
+        restored_monitor = from_tree(codec.decode(data)["monitor"], roots(monitor))
+        monitors[model_id] = (restored_monitor, Seen(0, 0, 0))  # it observed nothing ahead
+    restored.restore(0, tuple(from_tree(codec.decode(record)["task"])), monitors)
     expected, got = [], []
     for i in range(0, len(rest), 700):
         expected += original.process(rest[i : i + 700]).alerts
         got += restored.process(rest[i : i + 700]).alerts
-    expected += original.flush().alerts
-    got += restored.flush().alerts
+    expected += original.flush(end_of_input=True).alerts
+    got += restored.flush(end_of_input=True).alerts
     assert expected, "the rest of the streams must alert for this test to mean anything"
     assert orjson.dumps(got) == orjson.dumps(expected)
     for model_id, monitor in original.tasks[0].monitors.items():
