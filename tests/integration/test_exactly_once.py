@@ -4,25 +4,24 @@ once, the same as an uninterrupted run, to a ``read_committed`` subscriber."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
+from confluent_kafka.admin import AdminClient
 
 from service.synthetic import ModelStream, generate
 
-from .conftest import (
-    ServiceProcess,
-    Topics,
-    create_topics,
-    produce,
-    read_all,
-    wait_processed,
+from .conftest import ServiceProcess, Topics, produce, wait_processed
+from .test_state import (
+    SMALL_REFERENCES,
+    alternates,
+    kill_loop,
+    latest_kpis,
+    published,
+    uninterrupted,
 )
-from .test_state import SMALL_REFERENCES, alternates, kill_loop, latest_kpis
 
 DEGRADING = ModelStream(
     "degrading", seed=15, change_at=1800, accuracy_after=0.55, numeric_shift={"x1": 2.0}
@@ -44,12 +43,6 @@ def chunk(topics: Topics, start: int, stop: int) -> Iterator[tuple[str, bytes, b
         yield topics.outcomes, outcome["model_id"].encode(), orjson.dumps(outcome)
 
 
-def published(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """What a read_committed subscriber (librdkafka's default) reads: alerts and incident
-    events."""
-    return [orjson.loads(m.value()) for m in read_all(bootstrap, topic)]
-
-
 def test_a_kill_loop_under_exactly_once_publishes_each_transition_once(
     bootstrap: str, topics: Topics, service: ServiceProcess, tmp_path: Path
 ) -> None:
@@ -65,27 +58,14 @@ def test_a_kill_loop_under_exactly_once_publishes_each_transition_once(
     for spec in (DEGRADING, HEALTHY):
         snapshot = latest_kpis(bootstrap, topics, spec.model_id, N)
         assert (snapshot["predictions"], snapshot["labeled"]) == (N, N), snapshot
+    # kafka.instance_id is the member's static id in the group.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (group,) = admin.describe_consumer_groups([topics.group_id]).values()
+    assert [m.group_instance_id for m in group.result(timeout=30).members] == ["eos-replica"]
     assert service.stop() == 0
     killed = published(bootstrap, topics.alerts)
-
-    # The same input read once, without kills, by a second service with its own outputs.
-    other = dataclasses.replace(
-        topics,
-        alerts=f"{topics.prefix}.alerts-2",
-        kpis=f"{topics.prefix}.kpis-2",
-        dead_letters=f"{topics.prefix}.dead-letters-2",
-        state=f"{topics.prefix}.state-2",
-        group_id=f"{topics.prefix}.group-2",
-    )
-    create_topics(bootstrap, [other.alerts, other.kpis, other.dead_letters], partitions=1)
-    create_topics(bootstrap, [other.state], partitions=1, config={"cleanup.policy": "compact"})
-    uninterrupted = ServiceProcess(bootstrap, other, tmp_path / "uninterrupted")
-    uninterrupted.tmp.mkdir()
-    uninterrupted.config = {**SMALL_REFERENCES}
-    uninterrupted.start()
-    wait_processed(bootstrap, other)
-    assert uninterrupted.stop() == 0
-    expected = published(bootstrap, other.alerts)
+    # The same input read once, without kills.
+    expected = uninterrupted(bootstrap, topics, tmp_path / "uninterrupted", SMALL_REFERENCES)
 
     # Exactly once: no transition or incident event twice, none lost, none added, the same
     # incidents; strict alternation.

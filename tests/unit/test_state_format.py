@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 import orjson
 import pytest
+import zstandard
 
 from detectors.monitor import ModelMonitor
 from detectors.settings import MonitorSettings
@@ -199,11 +200,16 @@ def test_old_pickled_snapshots_and_other_formats_are_refused_unread() -> None:
         codec.decode(b"DLS1" + b"\0" * 32 + zlib.compress(pickle.dumps(Boom())))
     with pytest.raises(SnapshotError, match="not a driftline state record"):
         codec.decode(pickle.dumps(Boom()))
-    other = b"DLS2U" + zlib.compress(msgspec.msgpack.encode({"format": STATE_FORMAT + 1}))
+    older = b"DLS2U" + zlib.compress(msgspec.msgpack.encode({"format": 2}))
+    with pytest.raises(SnapshotError, match="format 2 or older"):
+        codec.decode(older)
+    newer = b"DLS3U" + zstandard.ZstdCompressor().compress(
+        msgspec.msgpack.encode({"format": STATE_FORMAT + 1})
+    )
     with pytest.raises(SnapshotError, match=f"format {STATE_FORMAT + 1}"):
-        codec.decode(other)
+        codec.decode(newer)
     with pytest.raises(SnapshotError, match="malformed"):
-        codec.decode(b"DLS2U" + b"not zlib")
+        codec.decode(b"DLS3U" + b"not zstd")
 
 
 def test_digest_follows_the_settings() -> None:
