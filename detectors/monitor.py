@@ -149,11 +149,8 @@ class ModelMonitor:
             labeled = LabeledBatch.from_events(labeled)
         if not isinstance(expired, ExpiredBatch):
             expired = ExpiredBatch.from_events(expired)
-        self._n_predictions += predictions.n
-        self._n_labeled += labeled.n
-        alerts = self._route(predictions, Generation.observe_predictions, late=False)
-        alerts += self._route_labels(labeled, expired)
-        return self._book_in_order(alerts)
+        from_predictions, from_labels = self._observe_streams(predictions, labeled, expired)
+        return self._book_in_order(from_predictions + from_labels)
 
     def observe_held(
         self,
@@ -167,12 +164,9 @@ class ModelMonitor:
         (``detectors.held``). ``marks``: per prediction and per labelled event, the event time
         its stream had reached (non-decreasing along each stream, across calls)."""
         n_predictions, n_labeled = self._n_predictions, self._n_labeled
-        self._n_predictions += predictions.n
-        self._n_labeled += labeled.n
-        alerts = self._route(predictions, Generation.observe_predictions, late=False)
-        self._held.add_predictions(_marked(alerts, predictions, marks[0], n_predictions))
-        alerts = self._route_labels(labeled, expired)
-        self._held.add_labels(_marked(alerts, labeled, marks[1], n_labeled))
+        from_predictions, from_labels = self._observe_streams(predictions, labeled, expired)
+        self._held.add_predictions(_marked(from_predictions, predictions, marks[0], n_predictions))
+        self._held.add_labels(_marked(from_labels, labeled, marks[1], n_labeled))
 
     def release(self, prediction_bound: int, label_bound: int) -> list[dict[str, Any]]:
         """Book the held alerts that nothing to come can precede: no alert either stream
@@ -237,6 +231,15 @@ class ModelMonitor:
                 alerts += self._supersede(version, *_first(run))
                 alerts += observe(self._current, run)
         return alerts
+
+    def _observe_streams(
+        self, predictions: PredictionBatch, labeled: LabeledBatch, expired: ExpiredBatch
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Feed both streams to the generations; the alerts of each."""
+        self._n_predictions += predictions.n
+        self._n_labeled += labeled.n
+        from_predictions = self._route(predictions, Generation.observe_predictions, late=False)
+        return from_predictions, self._route_labels(labeled, expired)
 
     def _route_labels(self, labeled: LabeledBatch, expired: ExpiredBatch) -> list[dict[str, Any]]:
         """The label stream: labelled events, and predictions that expired among them. When

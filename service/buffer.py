@@ -27,10 +27,9 @@ class ModelBuffer:
     Predictions are kept as their decoded structs; labelled events as
     ``(version, prediction, score, predicted_at_ms, label, labeled_at_ms, topic, offset)``;
     expired predictions as ``(version, timestamp_ms, position)`` (after the first ``position``
-    labelled events). ``records`` are the raw inputs behind
-    them, dead-lettered if the model's processing fails. ``prediction_marks`` and
-    ``label_marks`` are the event time each stream of the task had reached at each event
-    (``detectors.held``).
+    labelled events). ``records`` are the raw inputs behind them, dead-lettered if the model's
+    processing fails. ``prediction_marks`` and ``label_marks`` are the event time each stream of
+    the task had reached at each event (``detectors.held``).
     """
 
     __slots__ = (

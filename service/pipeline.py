@@ -621,12 +621,9 @@ class Pipeline:
         for the labels, no outcome waits for its prediction)."""
         if not task.held:
             return
-        caught_up = self._caught_up
-        partition = task.partition
-        idle_predictions = idle_labels = ended
-        if not ended and idle_after is not None and caught_up is not None:
-            idle_predictions = caught_up(partition, "prediction")
-            idle_labels = not len(task.outcomes) and caught_up(partition, "outcome")
+        # Asked of the consumer only when some alert has waited long enough.
+        idle: tuple[bool, bool] | None = (ended, ended) if ended or idle_after is None else None
+        empty: list[int] = []
         for model_id in sorted(task.held):
             monitor = task.monitors.get(model_id)
             if monitor is None:
@@ -636,25 +633,42 @@ class Pipeline:
             timed_out = ended or (
                 idle_after is not None and since is not None and since <= idle_after
             )
+            idle_predictions = idle_labels = False
+            if timed_out:
+                if idle is None:
+                    idle = self._idle_streams(task)
+                idle_predictions, idle_labels = idle
             buffer = task.buffers.get(model_id)
-            if buffer is not None and buffer.prediction_marks:
-                prediction_bound = buffer.prediction_marks[0]
-            elif timed_out and idle_predictions:
-                prediction_bound = UNBOUNDED
-            else:
-                prediction_bound = task.join.prediction_watermark_ms
-            if buffer is not None and buffer.label_marks:
-                label_bound = buffer.label_marks[0]
-            elif timed_out and idle_labels:
-                label_bound = UNBOUNDED
-            else:
-                label_bound = task.outcomes.watermark_ms
-            alerts = monitor.release(prediction_bound, label_bound)
+            alerts = monitor.release(
+                _bound(
+                    buffer.prediction_marks if buffer else empty,
+                    idle_predictions,
+                    task.join.prediction_watermark_ms,
+                ),
+                _bound(
+                    buffer.label_marks if buffer else empty,
+                    idle_labels,
+                    task.outcomes.watermark_ms,
+                ),
+            )
             if alerts:
                 task.changed.add(model_id)
                 result.alerts.extend(alerts)
             if not monitor.n_held:
                 del task.held[model_id]
+
+    def _idle_streams(self, task: Task) -> tuple[bool, bool]:
+        """Whether the task's predictions, and its labels, will bring nothing more for now: the
+        partition has nothing left to read (and, for the labels, no outcome waits for its
+        prediction). Never, without a consumer to ask."""
+        caught_up = self._caught_up
+        if caught_up is None:
+            return False, False
+        partition = task.partition
+        return (
+            caught_up(partition, "prediction"),
+            not len(task.outcomes) and caught_up(partition, "outcome"),
+        )
 
     def _fail(
         self,
@@ -681,3 +695,11 @@ class Pipeline:
             for monitor in task.monitors.values():
                 snapshots.append(monitor.kpi_snapshot())
         return snapshots
+
+
+def _bound(waiting_marks: list[int], idle: bool, watermark_ms: int) -> int:
+    """No alert a stream produces from now on has a smaller mark: that of its first event
+    waiting in the model's buffer; else unbounded when the stream is idle; else its watermark."""
+    if waiting_marks:
+        return waiting_marks[0]
+    return UNBOUNDED if idle else watermark_ms
