@@ -20,11 +20,14 @@ The scenarios and their floors (what the defaults must meet):
   within 2,000 predictions, and for no other feature;
 * a category share 0.15 -> 0.30: data_drift for that feature within 2,000, and no other;
 * a null rate of 20% in one feature: data_quality ``null_rate`` for that feature within 1,000;
+* two normal features correlated 0 -> 0.9, each keeping its distribution: the multivariate
+  data_drift alert (detector ``spearman_correlation``) within 3,000, and no univariate alert;
 * these persistent changes also: no alert identity (kind/detector/subject/severity) fires more
   than once in a run (a *flap*), and no expected alert resolves as recovered while the change
   still holds (a *premature resolve*);
 * recovery, a change at 10,000 that stops at 25,000 (accuracy 0.90 -> 0.81 -> 0.90; a 0.5 sd
-  mean shift of a normal feature; a null rate 0 -> 20% -> 0 in a categorical one): detected
+  mean shift of a normal feature; a null rate 0 -> 20% -> 0 in a categorical one; the
+  correlation 0 -> 0.9 -> 0): detected
   before the recovery, every alert that fired resolves as recovered within 5,000 predictions
   after the recovery and none before it, no flap, exactly one incident per run;
 * version change, v1 degrading at 10,000 and replaced at 16,000 by a healthy v2 with another score
@@ -193,6 +196,9 @@ class StreamSpec:
     shift: tuple[str, float] | None = None  # numeric feature, mean shift in standard deviations
     share: tuple[str, float] | None = None  # categorical feature, new share of its 0.15 category
     nulls: tuple[str, float] | None = None  # feature, null rate
+    # Two normal features and the correlation of their standardised values after the
+    # change (0 before): each keeps its distribution, only the pair changes.
+    couple: tuple[str, str, float] | None = None
     model_version: str = "v1"
     switch_at: int | None = None
     successor: Successor | None = None
@@ -225,6 +231,14 @@ def generate_chunk(spec: StreamSpec, start: int, n: int) -> tuple[list[bytes], l
         numeric[:, j] = feature.draw(rng, n)
         if spec.shift is not None and spec.shift[0] == feature.name:
             numeric[after, j] += spec.shift[1] * feature.std
+    if spec.couple is not None and after.any():
+        a, b, rho = spec.couple
+        ja, jb = (NUMERIC.index(_NUMERIC_BY_NAME[name]) for name in (a, b))
+        fa, fb = NUMERIC[ja], NUMERIC[jb]
+        assert fa.shape == fb.shape == "normal", "couple keeps marginals of normal features"
+        za = (numeric[after, ja] - fa.params[0]) / fa.params[1]
+        zb = (numeric[after, jb] - fb.params[0]) / fb.params[1]
+        numeric[after, jb] = fb.params[0] + fb.params[1] * (rho * za + math.sqrt(1 - rho**2) * zb)
     numeric_rows: list[list[Any]] = np.round(numeric, 4).tolist()
     cat_columns = []
     for feature in CATEGORICAL:
@@ -588,6 +602,14 @@ def null_scenario(feature: str) -> Scenario:
     )
 
 
+COUPLED = ("n01_normal", "n02_normal", 0.9)
+CORRELATION = Scenario(
+    "correlation",
+    f"Correlation 0 → 0.9 of {COUPLED[0]} and {COUPLED[1]}, marginals unchanged",
+    3000,
+    frozenset({"data_drift"}),
+    detector="spearman_correlation",  # a univariate data-drift alert is a misattribution
+)
 SHIFT_FEATURES = ("n01_normal", "n05_lognormal")
 SHARE_FEATURES = ("c1_4cat", "c4_8cat")
 NULL_FEATURES = ("n09_exponential", "c2_5cat")
@@ -610,6 +632,15 @@ FEATURE_RECOVERIES: tuple[tuple[int, Scenario, dict[str, Any]], ...] = (
             null_scenario("c2_5cat"),
         ),
         {"nulls": ("c2_5cat", 0.20)},
+    ),
+    (
+        8200,
+        recovery_scenario(
+            "correlation",
+            f"Correlation 0 → 0.9 of {COUPLED[0]} and {COUPLED[1]}, recovers",
+            CORRELATION,
+        ),
+        {"couple": COUPLED},
     ),
 )
 
@@ -651,6 +682,10 @@ def plan(args: argparse.Namespace) -> list[Job]:
                 )
                 for s in seeds
             ]
+    jobs += [
+        Job(CORRELATION, StreamSpec(seed=4500 + s, change_at=change, couple=COUPLED), n)
+        for s in seeds
+    ]
     recover = change + DEGRADED_FOR
     jobs += [
         Job(
@@ -1005,6 +1040,12 @@ def change_text(spec: StreamSpec) -> str:
     if spec.nulls is not None:
         name, rate = spec.nulls
         return f"`{name}` null rate 0 → {rate:.0%} at event {at}, back to 0 at {back}"
+    if spec.couple is not None:
+        a, b, rho = spec.couple
+        return (
+            f"`{a}` and `{b}` correlated {rho:g} (each keeping its distribution) from event "
+            f"{at}, independent again from {back}"
+        )
     if spec.share is not None:
         name, share = spec.share
         return (

@@ -18,6 +18,7 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 
 from detectors.columns import FeatureColumns, FeatureKind, encode_categories, null_mask
+from detectors.multivariate import CorrelationDrift, CorrelationTest, spearman_rows
 from detectors.reference import (
     CategoricalProfile,
     FeatureReference,
@@ -152,6 +153,8 @@ class DriftEvaluation:
     features: tuple[FeatureDrift, ...]
     n_seen: int = 0
     windows: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    joint: CorrelationTest | None = None
+    """The multivariate test of the same window (``joint_alpha``), when it ran."""
 
     @property
     def drifted(self) -> tuple[str, ...]:
@@ -312,6 +315,14 @@ class DataDriftMonitor:
     min_window
         An evaluation needs at least ``min(min_window, window_size)`` events in the current
         window (and in a sliding reference); a feature needs :data:`MIN_VALUES` usable values.
+    joint_alpha
+        With a value, each evaluation also tests the numeric features jointly: a change in the
+        rank correlation of any pair (:class:`~detectors.multivariate.CorrelationDrift`), at
+        most ``joint_alpha`` false alarms per evaluation of a stationary stream. None: no joint
+        test.
+    joint_min_samples
+        Fewest complete rows (every numeric feature present) in the window and the reference
+        for the joint test to run.
 
     Notes
     -----
@@ -366,18 +377,19 @@ class DataDriftMonitor:
     * window, a ring allocated once: ``W * (4 Fn + Fc + 8)`` (float32 values, one-byte
       category codes while features keep at most 127 categories, int64 event times); twice
       that for a ``"sliding"`` reference, which keeps its raw window and no other reference;
-    * reference, once ready: ``Fn * (4 S + 12 B + 140) + sum(D(k))`` over the categorical
-      features, ``D(k)`` the size of a dict of ``k + 1`` keys (each of ``k`` categories and no
-      value, to their codes): 352 bytes up to 5 categories, 632 up to 10, 1,168 up to 21, 2,264
-      up to 42, 4,688 up to 85;
+    * reference, once ready: ``Fn * (4 S + 12 B + 140) + 8 Fn² + sum(D(k))``: ``8 Fn²`` the
+      rank-correlation matrix of the joint test (with two or more numeric features), the sum
+      over the categorical features, ``D(k)`` the size of a dict of ``k + 1`` keys (each of
+      ``k`` categories and no value, to their codes): 352 bytes up to 5 categories, 632 up to
+      10, 1,168 up to 21, 2,264 up to 42, 4,688 up to 85;
     * while a first-N reference fills: ``4 R Fn`` (the fill array, allocated once), instead;
     * not per model: the KS tables of the references tested most recently, at most 16 MiB per
       process (``_SKETCHES``).
 
     At the defaults and 20 features (15 numeric, 5 categorical of 3 to 8 categories):
-    73,000 + 36,940 = 109,940 bytes, 300,000 while filling. A model's prediction side adds
+    73,000 + 1,800 + 36,940 = 111,740 bytes, 300,000 while filling. A model's prediction side adds
     prediction drift on a numeric score, ``12 W + 4 S + 12 B + 140`` (14,308), and data quality
-    reading this reference, ``(Fn + Fc) * (Wq + 88)`` with ``Wq`` its window (11,760): 136,008
+    reading this reference, ``(Fn + Fc) * (Wq + 88)`` with ``Wq`` its window (11,760): 137,808
     bytes in all, ``4 R (Fn + 1) + (Fn + Fc) * (Wq + 40)`` = 330,800 while the references fill.
 
     Examples
@@ -413,6 +425,8 @@ class DataDriftMonitor:
         min_window: int = 200,
         top_k: int = 50,
         sample_size: int = 512,
+        joint_alpha: float | None = None,
+        joint_min_samples: int = 200,
     ) -> None:
         if reference not in ("first_n", "profile", "sliding"):
             raise ValueError(f"reference must be first_n, profile or sliding, not {reference!r}")
@@ -442,6 +456,10 @@ class DataDriftMonitor:
             raise ValueError("top_k must be >= 1")
         if sample_size < 10:
             raise ValueError("sample_size must be >= 10")
+        if joint_alpha is not None and not 0.0 < joint_alpha < 1.0:
+            raise ValueError("joint_alpha must be in (0, 1) or None")
+        if joint_min_samples < 10:
+            raise ValueError("joint_min_samples must be >= 10")
         self.reference = reference
         self.reference_size = reference_size
         self.profile = profile
@@ -455,6 +473,8 @@ class DataDriftMonitor:
         self.min_window = min_window
         self.top_k = top_k
         self.sample_size = sample_size
+        self.joint_alpha = joint_alpha
+        self.joint_min_samples = joint_min_samples
 
         self._n_seen = 0
         self._since_ready = 0
@@ -477,6 +497,9 @@ class DataDriftMonitor:
         self._encoders: list[CategoricalProfile | _Vocabulary] = []
         self._frozen: tuple[_NumericRefs, list[_CategoricalRef | None]] | None = None
         self._ring: _Ring | None = None
+        # The joint test and the rows of the numeric block it reads.
+        self._joint: CorrelationDrift | None = None
+        self._joint_rows = np.empty(0, dtype=np.intp)
         if self._reference is not None and self._reference.ready:
             self._install_reference(self._reference)
 
@@ -601,6 +624,20 @@ class DataDriftMonitor:
             self.window_size,
             _code_dtype(largest),
         )
+        correlation = reference.correlation
+        if self.joint_alpha is None or correlation is None:
+            return
+        correlation = correlation.restricted(self._numeric_names)
+        if correlation is None or correlation.n < self.joint_min_samples:
+            return
+        self._install_joint(correlation.features)
+        assert self._joint is not None
+        self._joint.fit_matrix(correlation.matrix, correlation.n)
+
+    def _install_joint(self, features: tuple[str, ...]) -> None:
+        assert self.joint_alpha is not None
+        self._joint = CorrelationDrift(list(features), self.joint_alpha, self.joint_min_samples)
+        self._joint_rows = np.array([self._numeric_names.index(f) for f in features], np.intp)
 
     def _install_sliding(self, kinds: Mapping[str, FeatureKind]) -> None:
         self._numeric_names = tuple(k for k, v in kinds.items() if v == "numeric")
@@ -613,6 +650,8 @@ class DataDriftMonitor:
             2 * self.window_size,
             _code_dtype(self.top_k),
         )
+        if self.joint_alpha is not None and len(self._numeric_names) >= 2:
+            self._install_joint(self._numeric_names)
 
     def _numeric_block(self, columns: FeatureColumns) -> np.ndarray:
         block = np.full((len(self._numeric_names), columns.n), np.nan)
@@ -658,6 +697,7 @@ class DataDriftMonitor:
         n_current = int(ts.shape[0])
         if n_current < need:
             return None
+        reference_columns: np.ndarray | None = None  # a sliding reference's place in the ring
         if self._reference is None:
             reference_columns = self._sliding_columns(ring, ring.end, newest)
             reference_size = int(reference_columns.shape[0])
@@ -671,12 +711,14 @@ class DataDriftMonitor:
             numeric_refs, categorical_refs = self._frozen
         results: list[tuple[str, FeatureKind, str, float, float, dict[str, Any]]] = []
         windows: dict[str, np.ndarray] = {}
+        joint = None
         if self._numeric_names:
             window = ring.numeric[:, columns]
             frozen = self._reference is not None
             results.extend(self._numeric_tests(numeric_refs, window, n_current, frozen))
             for i in np.flatnonzero(numeric_refs.testable).tolist():
                 windows[self._numeric_names[i]] = window[i]
+            joint = self._joint_test(ring, window, reference_columns)
         if self._categorical_names:
             codes = ring.codes[:, columns]
             for i, name in enumerate(self._categorical_names):
@@ -716,7 +758,22 @@ class DataDriftMonitor:
             features=_ranked(features),
             n_seen=n_seen,
             windows=windows,
+            joint=joint,
         )
+
+    def _joint_test(
+        self, ring: _Ring, window: np.ndarray, reference_columns: np.ndarray | None
+    ) -> CorrelationTest | None:
+        joint = self._joint
+        if joint is None:
+            return None
+        rows = self._joint_rows
+        if reference_columns is not None:  # sliding: the reference moved since the last time
+            matrix, n = spearman_rows(ring.numeric[np.ix_(rows, reference_columns)])
+            if n < self.joint_min_samples:
+                return None
+            joint.fit_matrix(matrix, n)
+        return joint.test_features(window[rows])
 
     def _frozen_refs(
         self, reference: FeatureReference

@@ -96,7 +96,14 @@ class Generation:
         # Prediction side.
         self._kinds: dict[str, FeatureKind] = {}
         self._data_drift = (
-            DriftSignal(self._context, "data_drift", settings.data_drift, profile, feature_columns)
+            DriftSignal(
+                self._context,
+                "data_drift",
+                settings.data_drift,
+                profile,
+                feature_columns,
+                joint=settings.multivariate_drift if settings.multivariate_drift.enabled else None,
+            )
             if settings.data_drift.enabled
             else None
         )

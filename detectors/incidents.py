@@ -162,19 +162,22 @@ class IncidentBook:
             if isinstance(p_value, float | int)
             else None
         )
-        key = (alert["kind"], identity[2])
-        known = incident.features.get(key)
-        if known is None or (score or 0.0) > (known.get("score") or 0.0):
-            incident.features[key] = {
-                "feature": identity[2],
-                "kind": alert["kind"],
-                "detector": alert["detector"],
-                "score": score,
-                "value": alert.get("value"),
-                "threshold": alert.get("threshold"),
-                "current": evidence.get("current_summary"),
-                "reference": (alert.get("reference") or {}).get("summary"),
-            }
+        # A joint (multivariate) drift alert names no feature: its evidence lists them.
+        names = [identity[2]] if alert.get("feature") is not None else evidence.get("features")
+        for name in names if isinstance(names, list) else ():
+            key = (alert["kind"], name)
+            known = incident.features.get(key)
+            if known is None or (score or 0.0) > (known.get("score") or 0.0):
+                incident.features[key] = {
+                    "feature": name,
+                    "kind": alert["kind"],
+                    "detector": alert["detector"],
+                    "score": score,
+                    "value": alert.get("value"),
+                    "threshold": alert.get("threshold"),
+                    "current": evidence.get("current_summary"),
+                    "reference": (alert.get("reference") or {}).get("summary"),
+                }
 
     def _event(self, incident: _Incident, status: str, alert: dict[str, Any]) -> dict[str, Any]:
         features = sorted(

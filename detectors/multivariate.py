@@ -16,22 +16,31 @@ that number (Bonferroni): at most ``false_alarm_rate`` false alarms per evaluati
 stream, whatever the number of features. The evidence ranks the pairs, and the features by their
 strongest pair.
 
-The reference is kept as its correlation matrix and its row count: ``d²`` floats, nothing else.
-One evaluation of 15 features over a 1,000-event window costs about 0.9 ms (two sorts of each
-feature's values and a 15x1000 matrix product). No monitor runs it yet: it is the test a
-multivariate data-drift signal is to be built on.
+The reference is kept as its correlation matrix and its row count (:class:`FeatureCorrelation`,
+part of a model's reference and of its profile): ``d²`` floats, nothing else. One evaluation of
+15 features over a 1,000-event window costs about 0.9 ms (two sorts of each feature's values and
+a 15x1000 matrix product). :class:`~detectors.data_drift.DataDriftMonitor` runs it on its own
+window and cadence (``joint_alpha``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CorrelationDrift", "CorrelationTest", "PairChange", "spearman_matrix"]
+__all__ = [
+    "CorrelationDrift",
+    "CorrelationTest",
+    "FeatureCorrelation",
+    "PairChange",
+    "spearman_matrix",
+    "spearman_rows",
+]
 
 _SPEARMAN_VARIANCE = 1.06  # of atanh(r) times (n - 3), Fieller, Hartley & Pearson (1957)
 _MAX_NULL_SHARE = 0.5  # a column with more missing values than this sits the test out
@@ -56,7 +65,7 @@ def _ranks(features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return ranks
 
 
-def _spearman(features: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float64], int]:
+def spearman_rows(features: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float64], int]:
     """Spearman's matrix of the rows of ``features`` (one row per feature, one column per
     event) over the events without a missing value, and their number."""
     complete = features[:, ~np.isnan(features).any(axis=0)]
@@ -87,7 +96,72 @@ def spearman_matrix(values: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], int
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"values: expected a 2-D array, got shape {x.shape}")
-    return _spearman(np.ascontiguousarray(x.T))
+    return spearman_rows(np.ascontiguousarray(x.T))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FeatureCorrelation:
+    """The Spearman matrix of a reference's numeric features, over its ``n`` complete rows.
+
+    Features missing in more than half of the reference's rows are left out (they would leave
+    too few complete rows); ``features`` names the rows and columns of ``matrix``.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [np.nan] * 4])
+    >>> c = FeatureCorrelation.of(["a", "b", "gone"], x)
+    >>> c.features, round(float(c.matrix[0, 1]), 2), c.n
+    (('a', 'b'), 0.8, 4)
+    >>> FeatureCorrelation.from_dict(c.to_dict()).matrix.tolist() == c.matrix.tolist()
+    True
+    """
+
+    features: tuple[str, ...]
+    matrix: npt.NDArray[np.float64]
+    n: int
+
+    @classmethod
+    def of(cls, names: Sequence[str], features: npt.NDArray[Any]) -> FeatureCorrelation | None:
+        """The correlation of the rows of ``features`` (one per name, one column per event);
+        None with fewer than two features to correlate."""
+        x = np.asarray(features)
+        if x.ndim != 2 or x.shape[0] != len(names):
+            raise ValueError(f"expected {len(names)} feature rows, got shape {x.shape}")
+        if x.shape[1] == 0:
+            return None
+        kept = np.flatnonzero(np.isnan(x).mean(axis=1) <= _MAX_NULL_SHARE).tolist()
+        if len(kept) < 2:
+            return None
+        matrix, n = spearman_rows(x[kept].astype(np.float64))
+        return cls(tuple(names[i] for i in kept), matrix, n)
+
+    def restricted(self, names: Sequence[str]) -> FeatureCorrelation | None:
+        """The correlation of those of ``names`` it has, in the order of ``names``; None with
+        fewer than two."""
+        index = {name: i for i, name in enumerate(self.features)}
+        kept = [name for name in names if name in index]
+        if len(kept) < 2:
+            return None
+        rows = [index[name] for name in kept]
+        return FeatureCorrelation(tuple(kept), self.matrix[np.ix_(rows, rows)], self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "matrix": self.matrix.tolist(), "n": self.n}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureCorrelation:
+        try:
+            features = tuple(str(name) for name in data["features"])
+            matrix = np.array(data["matrix"], dtype=np.float64)
+            n = int(data["n"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed profile: correlation {exc!r}") from exc
+        d = len(features)
+        if matrix.shape != (d, d) or len(set(features)) != d or n < 0:
+            raise ValueError(
+                f"malformed profile: correlation of {d} features has a {matrix.shape} matrix"
+            )
+        return cls(features, matrix, n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +178,8 @@ class PairChange:
 @dataclass(frozen=True, slots=True)
 class CorrelationTest:
     """One evaluation: ``statistic`` (the largest ``-log10 p`` of the pairs) against
-    ``threshold``; the ten pairs that changed most, strongest first; the rows used."""
+    ``threshold``; the ten pairs that changed most, strongest first; the rows used; the number
+    of pairs the false-alarm rate is split over."""
 
     statistic: float
     threshold: float
@@ -112,6 +187,7 @@ class CorrelationTest:
     n_reference: int
     n_current: int
     pairs: tuple[PairChange, ...]
+    pairs_tested: int = 0
 
     @property
     def features(self) -> list[str]:
@@ -189,7 +265,7 @@ class CorrelationDrift:
     def fit_features(self, features: npt.NDArray[Any]) -> None:
         """:meth:`fit` with the reference feature-major: one row per feature, one column per
         event (as a model's reference array holds it)."""
-        self.fit_matrix(*_spearman(np.asarray(features, dtype=np.float64)))
+        self.fit_matrix(*spearman_rows(np.asarray(features, dtype=np.float64)))
 
     def fit_matrix(self, correlation: npt.NDArray[np.float64], n: int) -> None:
         """Take a reference correlation matrix (Spearman's, of ``n`` complete rows)."""
@@ -217,14 +293,15 @@ class CorrelationDrift:
         d = x.shape[0]
         if x.ndim != 2 or d != len(self.features):
             raise ValueError(f"expected {len(self.features)} feature rows, got shape {x.shape}")
-        threshold = -math.log10(self.false_alarm_rate / (d * (d - 1) / 2))
+        m = d * (d - 1) // 2
+        threshold = -math.log10(self.false_alarm_rate / m)
         # Features mostly missing in the window sit out, so they do not empty it of events.
         kept = np.flatnonzero(np.isnan(x).mean(axis=1) <= _MAX_NULL_SHARE)
         if kept.size < 2:
-            return CorrelationTest(0.0, threshold, False, self._n_reference, 0, ())
-        r_now, n = _spearman(x[kept].astype(np.float64))
+            return CorrelationTest(0.0, threshold, False, self._n_reference, 0, (), m)
+        r_now, n = spearman_rows(x[kept].astype(np.float64))
         if n < self.min_samples:
-            return CorrelationTest(0.0, threshold, False, self._n_reference, n, ())
+            return CorrelationTest(0.0, threshold, False, self._n_reference, n, (), m)
         r_ref = self._reference[np.ix_(kept, kept)]
         scale = math.sqrt(
             _SPEARMAN_VARIANCE / (n - 3) + _SPEARMAN_VARIANCE / (self._n_reference - 3)
@@ -248,7 +325,7 @@ class CorrelationDrift:
         )
         statistic = pairs[0].neg_log10_p
         drifted = statistic > threshold
-        return CorrelationTest(statistic, threshold, drifted, self._n_reference, n, pairs)
+        return CorrelationTest(statistic, threshold, drifted, self._n_reference, n, pairs, m)
 
     def _features_major(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
         x = np.asarray(values, dtype=np.float64)

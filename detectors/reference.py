@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.columns import FeatureColumns, FeatureKind, encode_with, null_mask
+from detectors.multivariate import FeatureCorrelation
 from detectors.stats import bin_counts, bin_counts_sorted, quantile_edges
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -542,6 +543,9 @@ class ModelProfile:
     score: FeatureProfile | None = None
     prediction: FeatureProfile | None = None
     n_rows: int = 0
+    correlation: FeatureCorrelation | None = None
+    """The Spearman matrix of the numeric features, the baseline of multivariate drift (None
+    in profiles made before it existed: multivariate drift then does not run)."""
 
     @classmethod
     def from_columns(
@@ -571,7 +575,19 @@ class ModelProfile:
                 score = profile_values(outputs, "score", held["score"], **options)
             if "prediction" in held:
                 prediction = profile_values(outputs, "prediction", held["prediction"], **options)
-        return cls(features=features, score=score, prediction=prediction, n_rows=columns.n)
+        numeric = [name for name in sorted(kinds) if kinds[name] == "numeric"]
+        block = np.full((len(numeric), columns.n), np.nan, dtype=np.float32)
+        for i, name in enumerate(numeric):
+            values = columns.numeric.get(name)
+            if values is not None:
+                block[i] = as_float32(values)
+        return cls(
+            features=features,
+            score=score,
+            prediction=prediction,
+            n_rows=columns.n,
+            correlation=FeatureCorrelation.of(numeric, block),
+        )
 
     def kinds(self) -> dict[str, FeatureKind]:
         """Feature name -> kind, sorted by name."""
@@ -597,6 +613,7 @@ class ModelProfile:
             "features": {name: self.features[name].to_dict() for name in sorted(self.features)},
             "score": None if self.score is None else self.score.to_dict(),
             "prediction": None if self.prediction is None else self.prediction.to_dict(),
+            "correlation": None if self.correlation is None else self.correlation.to_dict(),
         }
 
     @classmethod
@@ -610,6 +627,9 @@ class ModelProfile:
         if not isinstance(features, Mapping):
             raise ValueError("malformed profile: 'features' must be an object")
         score, prediction = data.get("score"), data.get("prediction")
+        correlation = data.get("correlation")
+        if correlation is not None and not isinstance(correlation, Mapping):
+            raise ValueError("malformed profile: 'correlation' must be an object")
         try:
             n_rows = int(data.get("n_rows", 0))
         except (TypeError, ValueError) as exc:
@@ -619,6 +639,7 @@ class ModelProfile:
             score=None if score is None else _profile_from_dict(score),
             prediction=None if prediction is None else _profile_from_dict(prediction),
             n_rows=n_rows,
+            correlation=None if correlation is None else FeatureCorrelation.from_dict(correlation),
         )
 
 
@@ -857,6 +878,7 @@ class FeatureReference:
         self._ready = False
         self._numeric = NumericReference.of({}, sample_size)
         self._categorical: dict[str, CategoricalProfile] = {}
+        self._correlation: FeatureCorrelation | None = None
         if profile is not None:
             self._install(profile)
 
@@ -880,6 +902,12 @@ class FeatureReference:
         """The categorical features by name, sorted (none until ready)."""
         return dict(self._categorical)
 
+    @property
+    def correlation(self) -> FeatureCorrelation | None:
+        """The Spearman matrix of the numeric features (None until ready, or with fewer than
+        two numeric features usable)."""
+        return self._correlation
+
     def kinds(self) -> dict[str, FeatureKind]:
         """Feature name -> kind, sorted by name (empty until ready)."""
         kinds: dict[str, FeatureKind] = dict.fromkeys(self._numeric.names, "numeric")
@@ -891,7 +919,8 @@ class FeatureReference:
         """Bytes of the numpy arrays held: while filling, the fill array (``4 * size`` per
         numeric feature seen so far); once ready, the condensed reference."""
         categorical = sum(p.nbytes for p in self._categorical.values())
-        return self._block.nbytes + self._numeric.nbytes + categorical
+        joint = 0 if self._correlation is None else self._correlation.matrix.nbytes
+        return self._block.nbytes + self._numeric.nbytes + categorical + joint
 
     def to_profile(self) -> ModelProfile | None:
         """The reference as a :class:`ModelProfile` (None until ready). A monitor given it as
@@ -902,7 +931,11 @@ class FeatureReference:
             name: self._numeric.profile(i) for i, name in enumerate(self._numeric.names)
         }
         features.update(self._categorical)
-        return ModelProfile(features=dict(sorted(features.items())), n_rows=self._n_rows)
+        return ModelProfile(
+            features=dict(sorted(features.items())),
+            n_rows=self._n_rows,
+            correlation=self._correlation,
+        )
 
     def observe(
         self, columns: FeatureColumns, kinds: Mapping[str, FeatureKind], position: int
@@ -976,10 +1009,13 @@ class FeatureReference:
                 features[name] = self._numeric_profile(name)
             else:
                 features[name] = self._categorical_profile(name)
+        numeric = sorted(self._block_rows)
+        rows = [self._block_rows[name] for name in numeric]
+        correlation = FeatureCorrelation.of(numeric, self._block[rows]) if rows else None
         self._block = np.empty((0, 0), dtype=np.float32)
         self._block_rows, self._category_counts = {}, {}
         self._missing, self._mismatch = {}, {}
-        self._install(ModelProfile(features=features, n_rows=self.size))
+        self._install(ModelProfile(features=features, n_rows=self.size, correlation=correlation))
 
     def _numeric_profile(self, name: str) -> NumericProfile:
         values = self._block[self._block_rows[name]]
@@ -1032,4 +1068,5 @@ class FeatureReference:
                 categorical[name] = feature
         self._numeric = NumericReference.of(numeric, self.sample_size)
         self._categorical = categorical
+        self._correlation = profile.correlation
         self._ready = True

@@ -145,6 +145,20 @@ class DriftSettings(_Strict):
         return self
 
 
+class MultivariateDriftSettings(_Strict):
+    enabled: bool = True
+    """Test the numeric features jointly as well: a change in the rank correlation of any pair
+    (Spearman, against the data-drift reference, on its window and cadence). Runs only while
+    data drift does, with two or more numeric features."""
+    false_alarm_rate: float = Field(default=1e-6, gt=0, lt=1)
+    """Bound on the chance that one evaluation of a stationary stream flags a joint drift, over
+    all pairs together (Bonferroni); the alert then needs ``data_drift.for_evaluations`` of them
+    in a row."""
+    min_samples: int = Field(default=200, ge=10)
+    """Fewest complete rows (every numeric feature present) in the window and the reference
+    for the test to run."""
+
+
 class QualityLevels(_Strict):
     warning: float | None = None
     critical: float | None = None
@@ -184,6 +198,7 @@ class MonitorSettings(_Strict):
     concept_drift: ConceptDriftSettings = ConceptDriftSettings()
     kpis: KpiSettings = KpiSettings()
     data_drift: DriftSettings = DriftSettings()
+    multivariate_drift: MultivariateDriftSettings = MultivariateDriftSettings()
     prediction_drift: DriftSettings = DriftSettings()
     data_quality: QualitySettings = QualitySettings()
     on_new_version: Literal["reset", "keep"] = "reset"

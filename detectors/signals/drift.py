@@ -3,7 +3,9 @@
 Each evaluation of the signal's :class:`~detectors.data_drift.DataDriftMonitor` tests every
 column against the reference; an alert per (test, column) fires on ``-log10(p)`` above the
 corrected level, and resolves only on evaluations that look like the reference and whose data
-differ from what the column looked like when it drifted (:class:`DriftedSample`).
+differ from what the column looked like when it drifted (:class:`DriftedSample`). With
+``multivariate_drift`` on, data drift also raises one joint alert (no ``feature``, detector
+``spearman_correlation``) when the rank correlation of a pair of numeric features changed.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from detectors.alerts import AlertKind
 from detectors.batch import PredictionBatch
 from detectors.columns import FeatureColumns, FeatureKind
 from detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from detectors.multivariate import CorrelationTest
 from detectors.recovery import DriftedSample
 from detectors.reference import ModelProfile
-from detectors.settings import DriftSettings
+from detectors.settings import DriftSettings, MultivariateDriftSettings
 from detectors.signals.base import FeatureBatch, SignalContext
 
 __all__ = ["ColumnSource", "DriftSignal", "drift_monitor", "feature_columns"]
 
 _EVIDENCE_FEATURES = 10
+JOINT_DETECTOR = "spearman_correlation"
 
 
 class ColumnSource(Protocol):
@@ -53,6 +57,8 @@ class DriftSignal:
         The baseline profile of its columns when ``settings.reference`` is ``"profile"``.
     columns
         The columns it tests in each batch.
+    joint
+        The multivariate test's settings, or None for none (prediction drift).
     """
 
     def __init__(
@@ -62,13 +68,16 @@ class DriftSignal:
         settings: DriftSettings,
         profile: ModelProfile | None,
         columns: ColumnSource,
+        *,
+        joint: MultivariateDriftSettings | None = None,
     ) -> None:
         self.context = context
         self.kind = kind
         self.settings = settings
         self.profile = profile
         self.columns = columns
-        self._monitor = drift_monitor(settings, profile)
+        self.joint = joint
+        self._monitor = drift_monitor(settings, profile, joint)
         # What each firing alert's column looked like, to test a recovery against.
         self._drifted: dict[tuple[str, str], DriftedSample] = {}
 
@@ -83,6 +92,8 @@ class DriftSignal:
         alerts: list[dict[str, Any]] = []
         for evaluation in self._monitor.update(columns, kinds, predictions.timestamps):
             alerts.extend(self._on_evaluation(evaluation, predictions))
+            if evaluation.joint is not None:
+                alerts.extend(self._on_joint(evaluation, evaluation.joint, predictions))
         return alerts
 
     def close(self) -> None:
@@ -186,8 +197,75 @@ class DriftSignal:
         return alerts
 
 
-def drift_monitor(settings: DriftSettings, profile: ModelProfile | None) -> DataDriftMonitor:
-    """The drift monitor of ``settings``, with ``profile`` as its baseline if it has one."""
+    def _on_joint(
+        self, evaluation: DriftEvaluation, test: CorrelationTest, batch: PredictionBatch
+    ) -> list[dict[str, Any]]:
+        if not test.pairs_tested or not test.n_current:
+            return []  # too few complete rows to test: no evidence either way
+        kind, settings, book = self.kind, self.settings, self.context.book
+        level, score = test.threshold, test.statistic
+        rule = self.context.rule((kind, JOINT_DETECTOR, level), settings=settings, level=level)
+        identity = (kind, JOINT_DETECTOR, "")
+        # The smallest p of the pairs, Bonferroni-adjusted: consistent with the reference when
+        # even that is above resolve_p_value (the smallest raw p of 100 unchanged pairs is below
+        # 0.05 almost always).
+        p_value = 10.0 ** -score
+        adjusted = min(1.0, p_value * test.pairs_tested)
+        fired_rule = book.firing_rule(identity)
+        if fired_rule is not None:
+            fired_at = fired_rule.warning
+            assert fired_at is not None
+            if adjusted >= settings.resolve_p_value and score <= level:
+                score = min(score, fired_at)
+            else:
+                score = math.nextafter(max(level, fired_at), math.inf)
+        alerts = []
+        for transition in book.transitions(identity, rule, score, evaluation.n_current):
+            pairs = [
+                {
+                    "features": [pair.feature_a, pair.feature_b],
+                    "reference": round(pair.reference, 6),
+                    "current": round(pair.current, 6),
+                    "p_value": 10.0 ** -pair.neg_log10_p,
+                }
+                for pair in test.pairs
+            ]
+            alerts.append(
+                self.context.alert(
+                    kind,
+                    transition,
+                    detector=JOINT_DETECTOR,
+                    value=p_value,
+                    threshold=10.0 ** -level,
+                    window=(evaluation.n_current, evaluation.first_ts_ms, evaluation.last_ts_ms),
+                    reference={"type": settings.reference, "size": test.n_reference},
+                    evidence={
+                        "test": JOINT_DETECTOR,
+                        "statistic": test.statistic,
+                        "p_value": p_value,
+                        "adjusted_p_value": adjusted,
+                        "false_alarm_rate": 10.0 ** -level * test.pairs_tested,
+                        "correction": "bonferroni",
+                        "pairs_tested": test.pairs_tested,
+                        "complete_rows": test.n_current,
+                        "features": test.features,
+                        "pairs": pairs,
+                        "resolve_p_value": settings.resolve_p_value,
+                    },
+                    trigger_ms=int(batch.timestamps[evaluation.index]),
+                    source=batch.sources.at(evaluation.index),
+                )
+            )
+        return alerts
+
+
+def drift_monitor(
+    settings: DriftSettings,
+    profile: ModelProfile | None,
+    joint: MultivariateDriftSettings | None = None,
+) -> DataDriftMonitor:
+    """The drift monitor of ``settings``, with ``profile`` as its baseline if it has one, and
+    the joint test of ``joint``."""
     # A profile without this signal's columns cannot be the baseline: learn it from the stream.
     reference = settings.reference
     if reference == "profile" and profile is None:
@@ -204,6 +282,8 @@ def drift_monitor(settings: DriftSettings, profile: ModelProfile | None) -> Data
         every=settings.every,
         alpha=settings.alpha,
         correction=settings.correction,
+        joint_alpha=None if joint is None else joint.false_alarm_rate,
+        joint_min_samples=200 if joint is None else joint.min_samples,
     )
 
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import orjson
 import pytest
 from scipy import stats
 
-from detectors.multivariate import CorrelationDrift, spearman_matrix
+from detectors.columns import FeatureColumns
+from detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from detectors.multivariate import CorrelationDrift, FeatureCorrelation, spearman_matrix
+from detectors.reference import FeatureReference, ModelProfile
 
 NAMES = [f"x{i}" for i in range(20)]
 
@@ -176,3 +180,149 @@ def test_feature_major_input_and_a_given_matrix_decide_as_rows_do() -> None:
     assert by_features.test(window).pairs[0].feature_b == "x4"
     with pytest.raises(ValueError, match="6x6"):
         by_matrix.fit_matrix(np.eye(5), 3000)
+
+
+# -- as part of a model's reference and data-drift monitor ----------------------------------------
+
+
+def feature_columns(values: np.ndarray, names: list[str]) -> FeatureColumns:
+    """Numeric columns (NaN = missing) of ``values``, one per name."""
+    n = values.shape[0]
+    missing = {name: np.isnan(values[:, j]) for j, name in enumerate(names)}
+    no = {name: np.zeros(n, dtype=bool) for name in names}
+    numeric = {name: values[:, j] for j, name in enumerate(names)}
+    return FeatureColumns(n, numeric, {}, missing, no)
+
+
+def coupled(rng: np.random.Generator, n: int, rho: float, d: int = 6) -> np.ndarray:
+    """``shapes`` with its first two columns, both normal, correlated ``rho``: marginals
+    unchanged."""
+    x = shapes(rng, n, d)
+    x[:, 5] = rng.standard_normal(n)
+    x[:, 5] = rho * x[:, 0] + np.sqrt(1.0 - rho * rho) * x[:, 5]
+    return x
+
+
+def drift_monitor(**kwargs: object) -> DataDriftMonitor:
+    options: dict[str, object] = {"reference_size": 2000, "joint_alpha": 1e-6, **kwargs}
+    return DataDriftMonitor(**options)  # type: ignore[arg-type]
+
+
+def feed(monitor: DataDriftMonitor, values: np.ndarray, names: list[str]) -> list[DriftEvaluation]:
+    seen = monitor.n_seen
+    ts = np.arange(seen, seen + values.shape[0], dtype=np.int64)
+    return monitor.update(feature_columns(values, names), dict.fromkeys(names, "numeric"), ts)
+
+
+def test_the_reference_keeps_the_correlation_of_its_numeric_features() -> None:
+    """The first-N reference condenses into the Spearman matrix of its numeric features (as
+    scipy computes it over the complete rows); a mostly-missing feature is left out; the
+    profile of the reference carries the matrix through JSON unchanged."""
+    rng = np.random.default_rng(5)
+    names = [f"x{i}" for i in range(6)] + ["sparse"]
+    x = np.column_stack([coupled(rng, 3000, 0.5), np.full(3000, np.nan)])
+    x[rng.random(3000) < 0.1, 2] = np.nan
+    x[:100, 6] = 1.0  # 97% missing
+    reference = FeatureReference(size=2000)
+    reference.observe(feature_columns(x, names), dict.fromkeys(names, "numeric"), 0)
+    correlation = reference.correlation
+    assert correlation is not None and correlation.features == tuple(names[:6])
+    # As held: float32 values, rows with a missing value left out.
+    rows = x[:2000, :6].astype(np.float32).astype(np.float64)
+    complete = rows[~np.isnan(rows).any(axis=1)]
+    expected = stats.spearmanr(complete).statistic
+    np.testing.assert_allclose(correlation.matrix, expected, atol=1e-12)
+    assert correlation.n == complete.shape[0] < 2000
+    profile = reference.to_profile()
+    assert profile is not None and profile.correlation is correlation
+    again = ModelProfile.from_dict(orjson.loads(orjson.dumps(profile.to_dict())))
+    assert again.correlation is not None
+    assert again.correlation.matrix.tolist() == correlation.matrix.tolist()
+    assert again.correlation.features == correlation.features
+
+
+def test_a_profile_from_training_data_gives_the_same_decisions_as_a_first_n_reference() -> None:
+    """``ModelProfile.from_columns`` (what ``driftline profile`` writes) holds the same matrix
+    as a first-N reference of the same rows, so a profile-mode monitor tests joint drift
+    exactly as a first-N one does."""
+    rng = np.random.default_rng(6)
+    names = [f"x{i}" for i in range(6)]
+    training, later = coupled(rng, 2000, 0.0), coupled(rng, 3000, 0.6)
+    profile = ModelProfile.from_columns(
+        feature_columns(training, names), dict.fromkeys(names, "numeric")
+    )
+    first_n = drift_monitor()
+    feed(first_n, training, names)
+    from_profile = drift_monitor(reference="profile", profile=profile)
+    a, b = feed(first_n, later, names), feed(from_profile, later, names)
+    assert [e.joint for e in a] == [e.joint for e in b]
+    assert a and all(e.joint is not None and e.joint.drifted for e in a)
+
+
+def test_an_older_profile_without_a_correlation_runs_no_joint_test() -> None:
+    rng = np.random.default_rng(7)
+    names = [f"x{i}" for i in range(6)]
+    training = coupled(rng, 2000, 0.0)
+    profile = ModelProfile.from_columns(
+        feature_columns(training, names), dict.fromkeys(names, "numeric")
+    )
+    data = profile.to_dict()
+    del data["correlation"]
+    older = ModelProfile.from_dict(data)
+    assert older.correlation is None
+    monitor = drift_monitor(reference="profile", profile=older)
+    evaluations = feed(monitor, coupled(rng, 1000, 0.9), names)
+    assert evaluations and all(e.joint is None for e in evaluations)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"features": ["a", "b"], "matrix": [[1.0]], "n": 10}, "2 features has a"),
+        ({"features": ["a", "a"], "matrix": [[1, 0], [0, 1]], "n": 10}, "2 features has a"),
+        ({"features": ["a", "b"], "n": 10}, "correlation"),
+    ],
+)
+def test_a_malformed_correlation_in_a_profile_is_named(
+    data: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        FeatureCorrelation.from_dict(data)
+
+
+def test_the_monitor_finds_a_joint_change_at_a_fixed_evaluation_and_nothing_univariate() -> None:
+    """Six features of five shapes; after 2,000 reference and 5,000 quiet events two of them
+    become correlated 0.9 with unchanged marginals. The joint test flags the first evaluation
+    after the change, whose window holds 250 changed rows of 1,000 (index 249 of the changed
+    batch), and every one after it; it names the pair, and no univariate test flags anything."""
+    rng = np.random.default_rng(8)
+    names = [f"x{i}" for i in range(6)]
+    monitor = drift_monitor()
+    quiet = feed(monitor, coupled(rng, 7000, 0.0), names)
+    assert quiet and not any(e.joint is not None and e.joint.drifted for e in quiet)
+    changed = feed(monitor, coupled(rng, 2000, 0.9), names)
+    flagged = [e.index for e in changed if e.joint is not None and e.joint.drifted]
+    assert flagged[0] == 249
+    assert flagged == [e.index for e in changed][: len(flagged)]  # and every evaluation after
+    first = next(e for e in changed if e.index == flagged[0])
+    assert first.joint is not None and first.joint.features == ["x0", "x5"]
+    assert not any(e.drifted for e in changed)
+
+
+def test_a_sliding_reference_flags_the_change_then_adapts_to_it() -> None:
+    rng = np.random.default_rng(9)
+    names = [f"x{i}" for i in range(6)]
+    monitor = drift_monitor(reference="sliding")
+    feed(monitor, coupled(rng, 3000, 0.0), names)
+    changed = feed(monitor, coupled(rng, 4000, 0.9), names)
+    flags = [e.joint is not None and e.joint.drifted for e in changed]
+    assert any(flags[:8]) and not any(flags[-4:])  # both windows changed: nothing to see
+
+
+def test_without_joint_alpha_no_joint_test_runs() -> None:
+    rng = np.random.default_rng(10)
+    names = [f"x{i}" for i in range(6)]
+    monitor = drift_monitor(joint_alpha=None)
+    feed(monitor, coupled(rng, 2000, 0.0), names)
+    evaluations = feed(monitor, coupled(rng, 1000, 0.9), names)
+    assert evaluations and all(e.joint is None for e in evaluations)

@@ -52,6 +52,7 @@ class Stream:
     noise_after: float = 1.0  # regression: sd of the prediction error in a change
     shift: float = 0.0  # of x0's mean in a change
     shift_x1: float = 0.0  # of x1's mean in a change
+    coupled: float = 0.0  # correlation of x1 with x0 in a change (their marginals unchanged)
     base_nulls: float = 0.0  # share of null x1, always
     nulls: float = 0.0  # more null x1 in a change
     mismatches: float = 0.0  # x1 holds a string in a change
@@ -70,6 +71,9 @@ class Stream:
             changed = self.changed(i)
             x0 = float(rng.normal(self.shift if changed else 0.0, 1.0))
             x1: object = float(rng.normal(5.0 + (self.shift_x1 if changed else 0.0), 2.0))
+            if changed and self.coupled:
+                c, z0, z1 = self.coupled, x0 - self.shift, (float(x1) - 5.0) / 2.0
+                x1 = 5.0 + 2.0 * (c * z0 + math.sqrt(1.0 - c * c) * z1)
             c0 = str(rng.choice(["a", "b", "c"], p=[0.5, 0.3, 0.2]))
             u = rng.random(4)
             if u[0] < self.base_nulls + (self.nulls if changed else 0.0):
@@ -206,6 +210,7 @@ BASE: dict[str, Any] = {
         ],
     },
     "data_drift": {"enabled": False, **DRIFT_BASE},
+    "multivariate_drift": {"enabled": False},
     "prediction_drift": {"enabled": False, **DRIFT_BASE},
     "data_quality": {"enabled": False, "window_size": 100, "every": 20, "min_samples": 50},
 }
@@ -715,6 +720,50 @@ def drift_cases(kind: str) -> list[Case]:
     return cases
 
 
+# --- multivariate drift -------------------------------------------------------------------------
+
+COUPLED = Stream(n=1800, changes=((600, 1100),), coupled=0.9)
+MULTIVARIATE = {"data_drift": {"enabled": True}, "multivariate_drift": {"enabled": True}}
+
+
+def joint(r: Run, status: str | None = None) -> list[Alert]:
+    return [a for a in r.of("data_drift", status) if a["detector"] == "spearman_correlation"]
+
+
+def check_multivariate_enabled(base: Run, flipped: Run) -> None:
+    # x0 and x1 become correlated, each keeping its distribution: only the joint test sees it.
+    assert joint(base, "firing") and joint(base, "resolved") and not flipped.of("data_drift")
+    assert len(joint(base)) == len(base.of("data_drift"))
+    assert joint(base, "firing")[0]["evidence"]["features"] == ["x0", "x1"]
+
+
+def check_false_alarm_rate(base: Run, flipped: Run) -> None:
+    # Bonferroni over the one pair of numeric features: the level is the rate itself.
+    assert joint(base, "firing")[0]["threshold"] == pytest.approx(1e-6)
+    assert joint(flipped, "firing")[0]["threshold"] == pytest.approx(1e-12)
+
+
+def check_joint_min_samples(base: Run, flipped: Run) -> None:
+    # The 200-event window never holds 250 complete rows: the test does not run.
+    assert joint(base, "firing") and not flipped.of("data_drift")
+
+
+MULTIVARIATE_CASES = [
+    Case(
+        f"multivariate_drift.{name}",
+        {"multivariate_drift": flip},
+        check,
+        COUPLED,
+        feed="predictions",
+        base=MULTIVARIATE,
+    )
+    for name, flip, check in (
+        ("enabled", {"enabled": False}, check_multivariate_enabled),
+        ("false_alarm_rate", {"false_alarm_rate": 1e-12}, check_false_alarm_rate),
+        ("min_samples", {"min_samples": 250}, check_joint_min_samples),
+    )
+]
+
 # --- data quality ---------------------------------------------------------------------------------
 
 QUALITY = {"data_quality": {"enabled": True}}
@@ -855,6 +904,7 @@ CASES = [
     *LABEL_CASES,
     *drift_cases("data_drift"),
     *drift_cases("prediction_drift"),
+    *MULTIVARIATE_CASES,
     *QUALITY_CASES,
     *VERSION_CASES,
 ]
