@@ -22,6 +22,8 @@ The scenarios and their floors (what the defaults must meet):
 * a null rate of 20% in one feature: data_quality ``null_rate`` for that feature within 1,000;
 * two normal features correlated 0 -> 0.9, each keeping its distribution: the multivariate
   data_drift alert (detector ``spearman_correlation``) within 3,000, and no univariate alert;
+* no label at all, and the score's confidence falls so that the expected accuracy goes from
+  0.83 to 0.78: estimated_performance within 3,000 (prediction drift on the score is allowed);
 * these persistent changes also: no alert identity (kind/detector/subject/severity) fires more
   than once in a run (a *flap*), and no expected alert resolves as recovered while the change
   still holds (a *premature resolve*);
@@ -199,6 +201,9 @@ class StreamSpec:
     # Two normal features and the correlation of their standardised values after the
     # change (0 before): each keeps its distribution, only the pair changes.
     couple: tuple[str, str, float] | None = None
+    # The score's confidence after the change: 0.5 + 0.5 * Beta(confidence_beta_after, 1).
+    confidence_beta_after: float | None = None
+    labelled: bool = True  # False: no outcome is ever produced
     model_version: str = "v1"
     switch_at: int | None = None
     successor: Successor | None = None
@@ -276,6 +281,10 @@ def generate_chunk(spec: StreamSpec, start: int, n: int) -> tuple[list[bytes], l
         confidence[switched] = 0.5 + 0.5 * rng.beta(
             successor.confidence_beta, 1.0, int(switched.sum())
         )
+    if spec.confidence_beta_after is not None and after.any():
+        confidence[after] = 0.5 + 0.5 * rng.beta(
+            spec.confidence_beta_after, 1.0, int(after.sum())
+        )
     score = np.round(np.where(predicted, confidence, 1.0 - confidence), 6).tolist()
     predicted_list = predicted.astype(int).tolist()
     label_list = label.astype(int).tolist()
@@ -327,12 +336,13 @@ def records(
     next_outcome = 0
     for start in range(0, n, CHUNK):
         predictions, outcomes = generate_chunk(spec, start, min(CHUNK, n - start))
-        waiting.extend(outcomes)
+        if spec.labelled:
+            waiting.extend(outcomes)
         for i, value in enumerate(predictions):
             j = start + i
             ts = START_MS + j * STEP_MS
             yield InputRecord("prediction", topics[0], 0, j, key, value, ts)
-            if j >= LABEL_LAG:
+            if waiting and j >= LABEL_LAG:
                 yield InputRecord("outcome", topics[1], 0, next_outcome, key, waiting.popleft(), ts)
                 next_outcome += 1
     while waiting:
@@ -355,6 +365,9 @@ class Scenario:
     subject: str | None = None  # the feature (or None: any subject of the expected kinds)
     detector: str | None = None  # e.g. "null_rate" for data quality
     family: str = "change"  # "stationary", "change" (persistent), "recovery" or "version"
+    # The kind whose first firing is the detection, when other expected kinds are only
+    # legitimate (not misattributions) without detecting the change the row is about.
+    detect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -436,9 +449,10 @@ def run_job(job: Job) -> RunResult:
     n_records = predictions = labeled = 0
     batch: list[InputRecord] = []
 
-    def flush() -> None:
+    def flush(end: bool = False) -> None:
         nonlocal predictions, labeled
-        result = pipeline.process(batch)
+        # At the end of the input, as a replay: alerts held for the other stream go out.
+        result = pipeline.flush(end_of_input=True) if end else pipeline.process(batch)
         predictions += result.predictions
         labeled += result.labeled
         dead.update(d.reason for d in result.dead_letters)
@@ -455,6 +469,7 @@ def run_job(job: Job) -> RunResult:
         if len(batch) >= batch_size:
             flush()
     flush()
+    flush(end=True)
     return RunResult(
         job,
         alerts,
@@ -610,6 +625,15 @@ CORRELATION = Scenario(
     frozenset({"data_drift"}),
     detector="spearman_correlation",  # a univariate data-drift alert is a misattribution
 )
+UNSURE_BETA = 1.3  # mean confidence 0.5 + 0.5 * 1.3 / 2.3 = 0.783, from 0.833
+UNLABELLED = Scenario(
+    "estimated",
+    "No labels; scores lose confidence, expected accuracy 0.83 → 0.78",
+    3000,
+    # The score's distribution changes too: prediction drift on it is legitimate.
+    frozenset({"estimated_performance", "prediction_drift"}),
+    detect="estimated_performance",
+)
 SHIFT_FEATURES = ("n01_normal", "n05_lognormal")
 SHARE_FEATURES = ("c1_4cat", "c4_8cat")
 NULL_FEATURES = ("n09_exponential", "c2_5cat")
@@ -684,6 +708,19 @@ def plan(args: argparse.Namespace) -> list[Job]:
             ]
     jobs += [
         Job(CORRELATION, StreamSpec(seed=4500 + s, change_at=change, couple=COUPLED), n)
+        for s in seeds
+    ]
+    jobs += [
+        Job(
+            UNLABELLED,
+            StreamSpec(
+                seed=4600 + s,
+                change_at=change,
+                confidence_beta_after=UNSURE_BETA,
+                labelled=False,
+            ),
+            n,
+        )
         for s in seeds
     ]
     recover = change + DEGRADED_FOR
@@ -798,10 +835,12 @@ def analyse(scenario: Scenario, result: RunResult, horizon: int, close_within: i
             # the change ended; an alert later than that is about the healthy stream.
             facts.false.append((alert, f"after the {end_word} at {ends:,}"))
         else:
-            delay = delay_of(alert, spec.change_at)
-            first = delay if first is None else min(first, delay)
             key = f"{alert.kind}/{alert.severity}"
+            delay = delay_of(alert, spec.change_at)
             facts.firsts[key] = min(delay, facts.firsts.get(key, delay))
+            if scenario.detect is not None and alert.kind != scenario.detect:
+                continue
+            first = delay if first is None else min(first, delay)
     window = horizon if ends is None else ends - spec.change_at
     facts.delay = first if first is not None and first <= window else None
     timelines: dict[str, list[AlertRecord]] = {}

@@ -23,11 +23,13 @@ from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
 from detectors.columns import FeatureKind, columnarize, infer_kinds
 from detectors.events import FeatureValue, Source
 from detectors.kpi import LabelTracker
+from detectors.labels import label_key
 from detectors.reference import ModelProfile
 from detectors.settings import MonitorSettings
 from detectors.signals import (
     ConceptSignal,
     DriftSignal,
+    EstimatedPerformanceSignal,
     FeatureBatch,
     KpiSignal,
     OutputColumns,
@@ -125,10 +127,15 @@ class Generation:
         self._quality = (
             QualitySignal(self._context, profile, shared) if settings.data_quality.enabled else None
         )
+        self._estimated = (
+            _estimated_signal(self._context, profile)
+            if settings.estimated_performance.enabled and settings.task != "regression"
+            else None
+        )
         # In the order their alerts are reported.
         self._prediction_signals: tuple[Signal[FeatureBatch], ...] = tuple(
             signal
-            for signal in (self._data_drift, self._prediction_drift, self._quality)
+            for signal in (self._data_drift, self._prediction_drift, self._quality, self._estimated)
             if signal is not None
         )
         # Label side, started when the task kind is known. Label coverage and delay describe
@@ -203,6 +210,8 @@ class Generation:
         alerts: list[dict[str, Any]] = []
         for signal in self._label_signals:
             alerts.extend(signal.observe(labeled))
+        if self._estimated is not None and self._task == "classification":
+            self._estimated.observe_labeled(labeled)
         self._n_labeled += labeled.n
         return alerts
 
@@ -256,6 +265,7 @@ class Generation:
             },
             "kpis": rounded(values),
             "reference": None if reference is None else rounded(reference),
+            "estimated": None if self._estimated is None else self._estimated.snapshot(),
             "firing": sorted("/".join(k) for k in self._context.book.firing),
         }
 
@@ -265,3 +275,22 @@ def _infer_task(label: object, prediction: object) -> Task:
         if isinstance(value, float) and not value.is_integer():
             return "regression"
     return "classification"
+
+
+def _estimated_signal(
+    context: SignalContext, profile: ModelProfile | None
+) -> EstimatedPerformanceSignal:
+    """Estimated performance, with the profile's calibration when it is for the model's
+    positive class."""
+    calibration = None if profile is None else profile.calibration
+    if calibration is None:
+        return EstimatedPerformanceSignal(context, None)
+    positive = context.settings.positive_label
+    if label_key(calibration.positive_label) != label_key(positive):
+        return EstimatedPerformanceSignal(
+            context,
+            None,
+            note=f"the profile's calibration is for positive label "
+            f"{calibration.positive_label!r}, not {positive!r}: scores taken as calibrated",
+        )
+    return EstimatedPerformanceSignal(context, calibration)

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.columns import FeatureColumns, FeatureKind, encode_with, null_mask
+from detectors.estimated import IsotonicCalibrator
 from detectors.multivariate import FeatureCorrelation
 from detectors.stats import bin_counts, bin_counts_sorted, quantile_edges
 
@@ -546,6 +547,9 @@ class ModelProfile:
     correlation: FeatureCorrelation | None = None
     """The Spearman matrix of the numeric features, the baseline of multivariate drift (None
     in profiles made before it existed: multivariate drift then does not run)."""
+    calibration: IsotonicCalibrator | None = None
+    """The calibration of the scores, learnt from labelled rows: estimated performance maps
+    scores through it (None: the scores are taken as calibrated)."""
 
     @classmethod
     def from_columns(
@@ -557,12 +561,14 @@ class ModelProfile:
         n_bins: int = 10,
         top_k: int = 50,
         sample_size: int = 2000,
+        calibration: IsotonicCalibrator | None = None,
     ) -> ModelProfile:
         """Profile every feature of ``kinds`` in ``columns``.
 
         ``outputs`` optionally holds the model's ``"score"`` and/or ``"prediction"`` columns
-        (their kinds are the dicts they sit in) for a prediction-drift baseline. To profile
-        several batches, :meth:`FeatureColumns.concat` them first.
+        (their kinds are the dicts they sit in) for a prediction-drift baseline; ``calibration``
+        is the scores' calibration, when labelled rows gave one. To profile several batches,
+        :meth:`FeatureColumns.concat` them first.
         """
         options = {"n_bins": n_bins, "top_k": top_k, "sample_size": sample_size}
         features = {
@@ -587,6 +593,7 @@ class ModelProfile:
             prediction=prediction,
             n_rows=columns.n,
             correlation=FeatureCorrelation.of(numeric, block),
+            calibration=calibration,
         )
 
     def kinds(self) -> dict[str, FeatureKind]:
@@ -614,6 +621,7 @@ class ModelProfile:
             "score": None if self.score is None else self.score.to_dict(),
             "prediction": None if self.prediction is None else self.prediction.to_dict(),
             "correlation": None if self.correlation is None else self.correlation.to_dict(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @classmethod
@@ -627,9 +635,10 @@ class ModelProfile:
         if not isinstance(features, Mapping):
             raise ValueError("malformed profile: 'features' must be an object")
         score, prediction = data.get("score"), data.get("prediction")
-        correlation = data.get("correlation")
-        if correlation is not None and not isinstance(correlation, Mapping):
-            raise ValueError("malformed profile: 'correlation' must be an object")
+        correlation, calibration = data.get("correlation"), data.get("calibration")
+        for key, value in (("correlation", correlation), ("calibration", calibration)):
+            if value is not None and not isinstance(value, Mapping):
+                raise ValueError(f"malformed profile: {key!r} must be an object")
         try:
             n_rows = int(data.get("n_rows", 0))
         except (TypeError, ValueError) as exc:
@@ -640,6 +649,7 @@ class ModelProfile:
             prediction=None if prediction is None else _profile_from_dict(prediction),
             n_rows=n_rows,
             correlation=None if correlation is None else FeatureCorrelation.from_dict(correlation),
+            calibration=None if calibration is None else IsotonicCalibrator.from_dict(calibration),
         )
 
 

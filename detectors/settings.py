@@ -159,6 +159,44 @@ class MultivariateDriftSettings(_Strict):
     for the test to run."""
 
 
+class EstimatedPerformanceSettings(_Strict):
+    enabled: bool = True
+    """Estimate a classifier's accuracy from its scores alone (CBPE): the expected accuracy,
+    precision, recall, F1 and ROC AUC of the window, before any label arrives. Runs on numeric
+    scores (the probability of the positive class) or class-probability objects with the
+    positive class."""
+    warning: float | None = Field(default=0.03, gt=0, lt=1)
+    """Drop of the expected accuracy below the reference's that raises a warning."""
+    critical: float | None = Field(default=0.06, gt=0, lt=1)
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    """One-sided confidence of the bound on the drop that must lie past a level to fire, and
+    back past it to resolve."""
+    reference_size: int = Field(default=5000, ge=10)
+    """The first scored predictions whose expected metrics are the reference."""
+    window_size: int = Field(default=1000, ge=10)
+    every: int = Field(default=250, ge=1)
+    min_samples: int = Field(default=200, ge=1)
+    for_evaluations: int = Field(default=2, ge=1)
+    resolve_evaluations: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _levels(self) -> EstimatedPerformanceSettings:
+        if self.warning is None and self.critical is None:
+            raise ValueError("needs at least one of 'warning' or 'critical'")
+        w, c = self.warning, self.critical
+        if w is not None and c is not None and not c > w:
+            raise ValueError(
+                f"'critical' ({c}) must be above 'warning' ({w}): levels are drops of the "
+                "expected accuracy"
+            )
+        if self.min_samples > self.window_size:
+            raise ValueError(
+                f"min_samples={self.min_samples} scored predictions in a window of "
+                f"window_size={self.window_size}: it could never be evaluated"
+            )
+        return self
+
+
 class QualityLevels(_Strict):
     warning: float | None = None
     critical: float | None = None
@@ -199,6 +237,7 @@ class MonitorSettings(_Strict):
     kpis: KpiSettings = KpiSettings()
     data_drift: DriftSettings = DriftSettings()
     multivariate_drift: MultivariateDriftSettings = MultivariateDriftSettings()
+    estimated_performance: EstimatedPerformanceSettings = EstimatedPerformanceSettings()
     prediction_drift: DriftSettings = DriftSettings()
     data_quality: QualitySettings = QualitySettings()
     on_new_version: Literal["reset", "keep"] = "reset"

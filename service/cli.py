@@ -7,13 +7,16 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 import yaml
 
 from service.config import Config, load_config
 from service.errors import DriftlineError
+
+if TYPE_CHECKING:
+    from detectors.estimated import IsotonicCalibrator
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -65,9 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument(
         "--input",
         required=True,
-        help="JSON lines: prediction events, or objects with a 'features' object",
+        help="JSON lines: prediction events, or objects with a 'features' object; rows that "
+        "also carry a 'label' (and a numeric 'score') calibrate the scores",
     )
     prof.add_argument("--output", required=True)
+    prof.add_argument(
+        "--positive-label",
+        default="1",
+        type=_json_label,
+        metavar="LABEL",
+        help='the class a numeric score is the probability of, as JSON (default 1; "yes" for '
+        "a string)",
+    )
     prof.set_defaults(handler=_profile)
 
     check = sub.add_parser("check-config", help="validate a config, print the effective config")
@@ -157,6 +169,7 @@ def _profile(args: argparse.Namespace) -> int:
 
     rows: list[dict[str, object]] = []
     outputs: list[dict[str, object]] = []
+    labels: list[object] = []
     with Path(args.input).open("rb") as source:
         for number, line in enumerate(source):
             if not line.strip():
@@ -180,6 +193,7 @@ def _profile(args: argparse.Namespace) -> int:
                     "prediction": doc.get("prediction"),
                 }
             )
+            labels.append(doc.get("label"))
     if not rows:
         print(f"driftline: {args.input} has no rows", file=sys.stderr)
         return EXIT_RUNTIME
@@ -187,14 +201,53 @@ def _profile(args: argparse.Namespace) -> int:
     output_kinds = infer_kinds(outputs)
     if "score" in output_kinds:
         output_kinds["score"] = "numeric"
+    calibration = _calibration(outputs, labels, args.positive_label)
     profile = ModelProfile.from_columns(
-        columnarize(rows, kinds), kinds, outputs=columnarize(outputs, output_kinds)
+        columnarize(rows, kinds),
+        kinds,
+        outputs=columnarize(outputs, output_kinds),
+        calibration=calibration,
     )
     Path(args.output).write_bytes(
         orjson.dumps(profile.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     )
-    print(f"profiled {len(rows)} rows, {len(kinds)} features -> {args.output}", file=sys.stderr)
+    calibrated = "" if calibration is None else f", scores calibrated on {calibration.n} labels"
+    print(
+        f"profiled {len(rows)} rows, {len(kinds)} features{calibrated} -> {args.output}",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _json_label(text: str) -> str | int | bool:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, str | int | bool):
+        return value
+    raise argparse.ArgumentTypeError(f"{text!r} is not a JSON string, integer or boolean")
+
+
+def _calibration(
+    outputs: list[dict[str, object]], labels: list[object], positive: str | int | bool
+) -> IsotonicCalibrator | None:
+    """The scores' calibration from the rows with a numeric score and a label (None without
+    any)."""
+    import numpy as np
+
+    from detectors.estimated import IsotonicCalibrator
+    from detectors.labels import is_positive
+
+    pairs = [
+        (float(o["score"]), label)  # type: ignore[arg-type]
+        for o, label in zip(outputs, labels, strict=True)
+        if o["score"] is not None and label is not None
+    ]
+    if not pairs:
+        return None
+    scores, kept = zip(*pairs, strict=True)
+    return IsotonicCalibrator.fit(np.array(scores), is_positive(list(kept), positive), positive)
 
 
 def _check_config(args: argparse.Namespace) -> int:

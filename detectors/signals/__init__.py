@@ -1,7 +1,8 @@
 """The signals of a generation, one module each, all observing batches through ``Signal``.
 
 Prediction side (a :class:`FeatureBatch`): :class:`DriftSignal` (data drift on the features,
-prediction drift on the model output, see :class:`OutputColumns`) and :class:`QualitySignal`.
+prediction drift on the model output, see :class:`OutputColumns`), :class:`QualitySignal` and
+:class:`EstimatedPerformanceSignal` (which also checks its estimate on labelled predictions).
 Label side (a ``LabeledBatch``): :class:`ConceptSignal` and :class:`KpiSignal`. They share one
 :class:`SignalContext`: the generation's alert book, rules and model version.
 """
@@ -9,6 +10,7 @@ Label side (a ``LabeledBatch``): :class:`ConceptSignal` and :class:`KpiSignal`. 
 from detectors.signals.base import FeatureBatch, Signal, SignalContext, Task
 from detectors.signals.concept import ConceptSignal
 from detectors.signals.drift import DriftSignal, feature_columns
+from detectors.signals.estimated import EstimatedPerformanceSignal
 from detectors.signals.kpis import KpiSignal
 from detectors.signals.output import OutputColumns
 from detectors.signals.quality import QualitySignal
@@ -16,6 +18,7 @@ from detectors.signals.quality import QualitySignal
 __all__ = [
     "ConceptSignal",
     "DriftSignal",
+    "EstimatedPerformanceSignal",
     "FeatureBatch",
     "KpiSignal",
     "OutputColumns",

@@ -31,6 +31,7 @@ __all__ = [
     "SignalContext",
     "Task",
     "numbers",
+    "positive_scores",
     "rounded",
     "z_quantile",
 ]
@@ -146,6 +147,23 @@ def rounded(values: dict[str, Any]) -> dict[str, Any]:
         )
         for k, v in values.items()
     }
+
+
+def positive_scores(scores: Sequence[object], positive: object) -> np.ndarray:
+    """Each event's probability of the positive class: a numeric score as it is, an object of
+    class probabilities by the positive class's key, NaN without either."""
+    if FLOAT_OR_NONE.issuperset(map(type, scores)):
+        return np.array(scores, dtype=np.float64)  # None becomes NaN
+    key = str(positive)
+    out = np.full(len(scores), np.nan)
+    for i, score in enumerate(scores):
+        if isinstance(score, float):
+            out[i] = score
+        elif isinstance(score, dict):
+            value = score.get(key)
+            if value is not None:
+                out[i] = value
+    return out
 
 
 def numbers(values: Sequence[object]) -> np.ndarray:

@@ -196,7 +196,6 @@ class DriftSignal:
                 )
         return alerts
 
-
     def _on_joint(
         self, evaluation: DriftEvaluation, test: CorrelationTest, batch: PredictionBatch
     ) -> list[dict[str, Any]]:
@@ -209,7 +208,7 @@ class DriftSignal:
         # The smallest p of the pairs, Bonferroni-adjusted: consistent with the reference when
         # even that is above resolve_p_value (the smallest raw p of 100 unchanged pairs is below
         # 0.05 almost always).
-        p_value = 10.0 ** -score
+        p_value = 10.0**-score
         adjusted = min(1.0, p_value * test.pairs_tested)
         fired_rule = book.firing_rule(identity)
         if fired_rule is not None:
@@ -226,7 +225,7 @@ class DriftSignal:
                     "features": [pair.feature_a, pair.feature_b],
                     "reference": round(pair.reference, 6),
                     "current": round(pair.current, 6),
-                    "p_value": 10.0 ** -pair.neg_log10_p,
+                    "p_value": 10.0**-pair.neg_log10_p,
                 }
                 for pair in test.pairs
             ]
@@ -236,7 +235,7 @@ class DriftSignal:
                     transition,
                     detector=JOINT_DETECTOR,
                     value=p_value,
-                    threshold=10.0 ** -level,
+                    threshold=10.0**-level,
                     window=(evaluation.n_current, evaluation.first_ts_ms, evaluation.last_ts_ms),
                     reference={"type": settings.reference, "size": test.n_reference},
                     evidence={
@@ -244,7 +243,7 @@ class DriftSignal:
                         "statistic": test.statistic,
                         "p_value": p_value,
                         "adjusted_p_value": adjusted,
-                        "false_alarm_rate": 10.0 ** -level * test.pairs_tested,
+                        "false_alarm_rate": 10.0**-level * test.pairs_tested,
                         "correction": "bonferroni",
                         "pairs_tested": test.pairs_tested,
                         "complete_rows": test.n_current,

@@ -21,10 +21,10 @@ from detectors.kpi import ClassificationKPIs, LabelTracker, Metrics, RegressionK
 from detectors.labels import label_key
 from detectors.settings import HIGHER_IS_WORSE, Threshold
 from detectors.signals.base import (
-    FLOAT_OR_NONE,
     SignalContext,
     Task,
     numbers,
+    positive_scores,
     rounded,
     z_quantile,
 )
@@ -132,9 +132,7 @@ class KpiSignal:
                         events.take(start, min(stop, start + needed))
                     )
                 if seen + stop >= reference_size:
-                    self._reference_values, self._reference_errors = (
-                        self._reference_kpis.measure()
-                    )
+                    self._reference_values, self._reference_errors = self._reference_kpis.measure()
                     self._reference_kpis = None  # measured once; its window is not needed
                     self._rules.clear()
             if (seen + stop) % every == 0:
@@ -252,7 +250,8 @@ class KpiSignal:
                             "kpis": rounded(values),
                             "standard_error": se,
                             "confidence": threshold.confidence,
-                            "bound": float(value) + (1 if rule.direction == "below" else -1)
+                            "bound": float(value)
+                            + (1 if rule.direction == "below" else -1)
                             * (1 if transition.status == "firing" else -1)
                             * rule.z
                             * se,
@@ -293,19 +292,7 @@ class KpiSignal:
         )
 
     def _scores(self, batch: LabeledBatch) -> np.ndarray:
-        scores = batch.scores
-        if FLOAT_OR_NONE.issuperset(map(type, scores)):
-            return np.array(scores, dtype=np.float64)  # None becomes NaN
-        positive = str(self._positive)
-        out = np.full(batch.n, np.nan)
-        for i, score in enumerate(scores):
-            if isinstance(score, float):
-                out[i] = score
-            elif isinstance(score, dict):
-                value = score.get(positive)
-                if value is not None:
-                    out[i] = value
-        return out
+        return positive_scores(batch.scores, self._positive)
 
 
 class _Trigger(NamedTuple):

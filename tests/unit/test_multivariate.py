@@ -13,8 +13,12 @@ from scipy import stats
 
 from detectors.columns import FeatureColumns
 from detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from detectors.events import Prediction, Source
+from detectors.monitor import ModelMonitor
 from detectors.multivariate import CorrelationDrift, FeatureCorrelation, spearman_matrix
 from detectors.reference import FeatureReference, ModelProfile
+from detectors.settings import MonitorSettings
+from tests.schemas import ALERT_SCHEMA, INCIDENT_SCHEMA
 
 NAMES = [f"x{i}" for i in range(20)]
 
@@ -326,3 +330,39 @@ def test_without_joint_alpha_no_joint_test_runs() -> None:
     feed(monitor, coupled(rng, 2000, 0.0), names)
     evaluations = feed(monitor, coupled(rng, 1000, 0.9), names)
     assert evaluations and all(e.joint is None for e in evaluations)
+
+
+def test_the_joint_alert_names_no_feature_and_its_incident_lists_the_pair() -> None:
+    """Through a model's monitor at the default settings: the joint alert is a data_drift
+    alert of detector spearman_correlation without a feature, valid against the alert schema,
+    and the incident it opens lists the two features."""
+    rng = np.random.default_rng(11)
+    names = [f"x{i}" for i in range(6)]
+    values = np.vstack([coupled(rng, 10_000, 0.0), coupled(rng, 2000, 0.9)])
+    events = [
+        Prediction(
+            str(i),
+            "m",
+            "v1",
+            i * 100,
+            dict(zip(names, row.tolist(), strict=True)),
+            1,
+            None,
+            None,
+            Source("predictions", 0, i),
+        )
+        for i, row in enumerate(values)
+    ]
+    monitor = ModelMonitor("m", MonitorSettings())
+    out = monitor.observe_predictions(events)
+    alerts = [a for a in out if a["kind"] == "data_drift"]
+    assert [(a["detector"], a["status"]) for a in alerts] == [("spearman_correlation", "firing")]
+    alert = alerts[0]
+    assert "feature" not in alert and alert["evidence"]["features"] == ["x0", "x5"]
+    assert alert["evidence"]["pairs"][0]["features"] == ["x0", "x5"]
+    assert alert["threshold"] == pytest.approx(1e-6 / 15)  # 15 pairs of 6 features
+    ALERT_SCHEMA.validate(alert)
+    opened = [e for e in out if e["kind"] == "incident"]
+    assert [e["status"] for e in opened] == ["opened"]
+    INCIDENT_SCHEMA.validate(opened[0])
+    assert [f["feature"] for f in opened[0]["features"]] == ["x0", "x5"]

@@ -59,6 +59,7 @@ class Stream:
     out_of_range: float = 0.0  # x0 is 1e6 in a change
     unseen: float = 0.0  # c0 is a category never seen in a change
     score_shift: float = 0.0  # added to the score in a change
+    unsure: float = 0.0  # share of its distance from 0.5 the score loses in a change
     version_at: int = FOREVER  # model_version "v2" from this index
 
     def changed(self, i: int) -> bool:
@@ -96,6 +97,8 @@ class Stream:
                 prediction = label if right else 1 - label
                 noisy = 0.7 * prediction + 0.15 + float(rng.normal(0.0, 0.08))
                 score = min(max(noisy + (self.score_shift if changed else 0.0), 0.0), 1.0)
+                if changed and self.unsure:
+                    score = 0.5 + (score - 0.5) * (1.0 - self.unsure)
             version = "v2" if i >= self.version_at else "v1"
             t = i * 1000
             features = {"x0": x0, "x1": x1, "c0": c0}
@@ -211,6 +214,7 @@ BASE: dict[str, Any] = {
     },
     "data_drift": {"enabled": False, **DRIFT_BASE},
     "multivariate_drift": {"enabled": False},
+    "estimated_performance": {"enabled": False},
     "prediction_drift": {"enabled": False, **DRIFT_BASE},
     "data_quality": {"enabled": False, "window_size": 100, "every": 20, "min_samples": 50},
 }
@@ -764,6 +768,95 @@ MULTIVARIATE_CASES = [
     )
 ]
 
+# --- estimated performance ----------------------------------------------------------------------
+
+ESTIMATED = "estimated_performance"
+UNSURE = Stream(n=1800, changes=((600, 1100),), unsure=0.5)
+SLIGHTLY_UNSURE = Stream(n=1800, changes=((600, 1100),), unsure=0.2)
+ESTIMATED_BASE = {
+    ESTIMATED: {
+        "enabled": True,
+        "reference_size": 300,
+        "window_size": 200,
+        "every": 50,
+        "min_samples": 100,
+    }
+}
+
+
+def severities(kind: str, base: set[str], flipped: set[str]) -> Callable[[Run, Run], None]:
+    """The severities that fire, with the base settings and flipped."""
+
+    def check(b: Run, f: Run) -> None:
+        assert {a["severity"] for a in b.of(kind, "firing")} == base
+        assert {a["severity"] for a in f.of(kind, "firing")} == flipped
+
+    return check
+
+
+def check_estimated_levels(base: Run, flipped: Run) -> None:
+    # Levels are drops from the reference's expected accuracy.
+    for run_, drop in ((base, 0.03), (flipped, 0.05)):
+        alert = run_.first(ESTIMATED, "firing")
+        assert alert["threshold"] == pytest.approx(alert["reference"]["value"] - drop)
+
+
+def estimated_cases() -> list[Case]:
+    def case(name: str, flip: dict[str, Any], check: Any, stream: Stream = UNSURE) -> Case:
+        return Case(
+            f"{ESTIMATED}.{name}",
+            {ESTIMATED: flip},
+            check,
+            stream,
+            feed="predictions",
+            base=ESTIMATED_BASE,
+        )
+
+    return [
+        case("enabled", {"enabled": False}, silenced(ESTIMATED)),
+        case("warning", {"warning": 0.05}, check_estimated_levels),
+        case(
+            "warning-none",
+            {"warning": None},
+            severities(ESTIMATED, {"warning", "critical"}, {"critical"}),
+        ),
+        case(
+            "critical",
+            {"critical": 0.3},
+            severities(ESTIMATED, {"warning", "critical"}, {"warning"}),
+        ),
+        case(
+            "confidence",
+            {"confidence": 0.9999999},
+            later_by(ESTIMATED, "firing", 50),
+            SLIGHTLY_UNSURE,
+        ),
+        case(
+            "reference_size",
+            {"reference_size": 450},
+            check_drift_field(ESTIMATED, ("reference", "size"), 300, 450),
+        ),
+        case(
+            "window_size",
+            {"window_size": 120},
+            check_drift_field(ESTIMATED, ("window", "size"), 200, 120),
+        ),
+        case("every", {"every": 70}, check_drift_every(ESTIMATED)),
+        case(
+            "min_samples",
+            {"min_samples": 200},
+            later_by(ESTIMATED, "firing", 50),
+            Stream(n=1800, changes=((300, 1100),), unsure=0.5),
+        ),
+        case("for_evaluations", {"for_evaluations": 3}, later_by(ESTIMATED, "firing", 50)),
+        case(
+            "resolve_evaluations",
+            {"resolve_evaluations": 5},
+            later_by(ESTIMATED, "resolved", 100),
+        ),
+    ]
+
+
 # --- data quality ---------------------------------------------------------------------------------
 
 QUALITY = {"data_quality": {"enabled": True}}
@@ -905,6 +998,7 @@ CASES = [
     *drift_cases("data_drift"),
     *drift_cases("prediction_drift"),
     *MULTIVARIATE_CASES,
+    *estimated_cases(),
     *QUALITY_CASES,
     *VERSION_CASES,
 ]

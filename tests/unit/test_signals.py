@@ -11,6 +11,7 @@ import detectors.generation
 import detectors.signals.base
 import detectors.signals.concept
 import detectors.signals.drift
+import detectors.signals.estimated
 import detectors.signals.kpis
 import detectors.signals.output
 import detectors.signals.quality
@@ -28,6 +29,7 @@ from detectors.signals import KpiSignal
         detectors.signals.base,
         detectors.signals.concept,
         detectors.signals.drift,
+        detectors.signals.estimated,
         detectors.signals.kpis,
         detectors.signals.output,
         detectors.signals.quality,
@@ -57,12 +59,20 @@ def test_label_signals_start_with_the_first_labels(concept: bool, expected: list
 
 
 def test_signals_follow_the_settings_and_report_in_a_fixed_order() -> None:
-    """Prediction side: data drift, prediction drift, quality; label side once labels come:
-    concept drift, then KPIs. A disabled signal is not there at all."""
+    """Prediction side: data drift, prediction drift, quality, estimated performance; label
+    side once labels come: concept drift, then KPIs. A disabled signal is not there at all, and
+    a regression model has no estimated performance."""
     generation = Generation("m", MonitorSettings())
     kinds = [type(s).__name__ for s in generation._prediction_signals]
-    assert kinds == ["DriftSignal", "DriftSignal", "QualitySignal"]
+    assert kinds == ["DriftSignal", "DriftSignal", "QualitySignal", "EstimatedPerformanceSignal"]
     off = MonitorSettings.model_validate(
-        {"prediction_drift": {"enabled": False}, "data_quality": {"enabled": False}}
+        {
+            "prediction_drift": {"enabled": False},
+            "data_quality": {"enabled": False},
+            "estimated_performance": {"enabled": False},
+        }
     )
     assert [type(s).__name__ for s in Generation("m", off)._prediction_signals] == ["DriftSignal"]
+    regression = MonitorSettings.model_validate({"task": "regression"})
+    kinds = [type(s).__name__ for s in Generation("m", regression)._prediction_signals]
+    assert kinds == ["DriftSignal", "DriftSignal", "QualitySignal"]
