@@ -24,6 +24,10 @@ The scenarios and their floors (what the defaults must meet):
   data_drift alert (detector ``spearman_correlation``) within 3,000, and no univariate alert;
 * no label at all, and the score's confidence falls so that the expected accuracy goes from
   0.83 to 0.78: estimated_performance within 3,000 (prediction drift on the score is allowed);
+* eight regions judged on their own (``segments: [region]``), one with 10 % of the traffic
+  whose error rate rises 10 % -> 37 %: an alert naming that region within 4,000 events, none
+  naming another, none before the change (25,000 events of warm-up); and 400,000 stationary
+  events of the same model: no alert;
 * these persistent changes also: no alert identity (kind/detector/subject/severity) fires more
   than once in a run (a *flap*), and no expected alert resolves as recovered while the change
   still holds (a *premature resolve*);
@@ -204,6 +208,10 @@ class StreamSpec:
     # The score's confidence after the change: 0.5 + 0.5 * Beta(confidence_beta_after, 1).
     confidence_beta_after: float | None = None
     labelled: bool = True  # False: no outcome is ever produced
+    # A segment {"region": "r<k>"} on every prediction, drawn with these shares; the change
+    # makes region r0's accuracy ``region_accuracy_after`` (the others keep theirs).
+    regions: tuple[float, ...] = ()
+    region_accuracy_after: float | None = None
     model_version: str = "v1"
     switch_at: int | None = None
     successor: Successor | None = None
@@ -285,6 +293,14 @@ def generate_chunk(spec: StreamSpec, start: int, n: int) -> tuple[list[bytes], l
         confidence[after] = 0.5 + 0.5 * rng.beta(
             spec.confidence_beta_after, 1.0, int(after.sum())
         )
+    regions: list[str] | None = None
+    if spec.regions:  # drawn last, so streams without regions keep their bytes
+        codes = rng.choice(len(spec.regions), size=n, p=np.array(spec.regions))
+        regions = [f"r{k}" for k in codes.tolist()]
+        if spec.region_accuracy_after is not None:
+            degraded = after & (codes == 0)
+            correct[degraded] = rng.random(int(degraded.sum())) < spec.region_accuracy_after
+            label = np.where(correct, predicted, ~predicted)
     score = np.round(np.where(predicted, confidence, 1.0 - confidence), 6).tolist()
     predicted_list = predicted.astype(int).tolist()
     label_list = label.astype(int).tolist()
@@ -299,19 +315,18 @@ def generate_chunk(spec: StreamSpec, start: int, n: int) -> tuple[list[bytes], l
         j = start + i
         event_id = f"{model_id}-{j}"
         ts = START_MS + j * STEP_MS
-        predictions.append(
-            dumps(
-                {
-                    "event_id": event_id,
-                    "model_id": model_id,
-                    "model_version": version if j < switch_index else new_version,
-                    "timestamp": ts,
-                    "features": dict(zip(names, numeric_rows[i] + cat_rows[i], strict=True)),
-                    "prediction": predicted_list[i],
-                    "score": score[i],
-                }
-            )
-        )
+        prediction: dict[str, Any] = {
+            "event_id": event_id,
+            "model_id": model_id,
+            "model_version": version if j < switch_index else new_version,
+            "timestamp": ts,
+            "features": dict(zip(names, numeric_rows[i] + cat_rows[i], strict=True)),
+            "prediction": predicted_list[i],
+            "score": score[i],
+        }
+        if regions is not None:
+            prediction["segment"] = {"region": regions[i]}
+        predictions.append(dumps(prediction))
         outcomes.append(
             dumps(
                 {
@@ -368,6 +383,9 @@ class Scenario:
     # The kind whose first firing is the detection, when other expected kinds are only
     # legitimate (not misattributions) without detecting the change the row is about.
     detect: str | None = None
+    # The segment ("key=value") whose alerts detect the change; alerts of another segment are
+    # misattributions, the model's own alerts of the expected kinds are legitimate.
+    segment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +393,8 @@ class Job:
     scenario: Scenario
     spec: StreamSpec
     n: int
+    # Settings of the monitored model that differ from the defaults (e.g. its segment keys).
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass
@@ -392,11 +412,13 @@ class AlertRecord:
     model_version: str | None
     resolution: str | None  # resolved alerts only; "recovered" when the field is missing
     incident_id: str | None
+    segment: str = ""  # "key=value" of an alert about one segment
 
     @property
     def identity(self) -> str:
         """The alert identity of the contract (one model per run, so model_id is left out)."""
-        return f"{self.kind}/{self.detector}/{self.subject}/{self.severity}"
+        subject = f"{self.subject}@{self.segment}" if self.segment else self.subject
+        return f"{self.kind}/{self.detector}/{subject}/{self.severity}"
 
 
 @dataclass
@@ -440,6 +462,8 @@ def run_job(job: Job) -> RunResult:
     """Drive the job's stream through the service's pipeline; keep every alert and incident."""
     started = time.perf_counter()
     config = default_config()
+    if job.settings:
+        config = config.model_copy(update={"defaults": dict(job.settings)})
     pipeline = Pipeline(config)
     pipeline.assign([0])
     batch_size = config.processing.batch_size
@@ -497,6 +521,7 @@ def _alert_record(alert: dict[str, Any]) -> AlertRecord:
         # Code from before the incident contract has no resolution: its resolves are recoveries.
         None if firing else alert.get("resolution") or "recovered",
         alert.get("incident_id"),
+        ",".join(f"{k}={v}" for k, v in sorted((alert.get("segment") or {}).items())),
     )
 
 
@@ -530,6 +555,8 @@ def delay_of(alert: AlertRecord, at: int) -> int:
 def is_expected(scenario: Scenario, alert: AlertRecord) -> bool:
     if alert.kind not in scenario.expected_kinds:
         return False
+    if alert.segment and alert.segment != scenario.segment:
+        return False  # another segment named
     if scenario.subject is not None and alert.subject != scenario.subject:
         return False
     return scenario.detector is None or alert.detector == scenario.detector
@@ -634,6 +661,25 @@ UNLABELLED = Scenario(
     frozenset({"estimated_performance", "prediction_drift"}),
     detect="estimated_performance",
 )
+# Eight regions, r0 with 10 % of the traffic; its error rate rises 10 % -> 37 % while the
+# model's moves 2.7 points. Its warm-up is long enough for every region's own KPI reference.
+REGIONS = (0.10, 0.15, 0.15, 0.15, 0.15, 0.10, 0.10, 0.10)
+SEGMENT_WARMUP = 25_000
+SEGMENTED = (("segments", ["region"]),)
+SEGMENT = Scenario(
+    "segment",
+    "One region of 8 (10 % of traffic): error rate 10 % → 37 %",
+    4000,
+    LABEL_KINDS,
+    segment="region=r0",
+)
+SEGMENTS_STATIONARY = Scenario(
+    "stationary:segments",
+    "Stationary, 8 regions judged on their own",
+    0,
+    frozenset(),
+    family="stationary",
+)
 SHIFT_FEATURES = ("n01_normal", "n05_lognormal")
 SHARE_FEATURES = ("c1_4cat", "c4_8cat")
 NULL_FEATURES = ("n09_exponential", "c2_5cat")
@@ -722,6 +768,29 @@ def plan(args: argparse.Namespace) -> list[Job]:
             n,
         )
         for s in seeds
+    ]
+    jobs += [
+        Job(
+            SEGMENT,
+            StreamSpec(
+                seed=4700 + s,
+                change_at=SEGMENT_WARMUP,
+                regions=REGIONS,
+                region_accuracy_after=ACCURACY - 0.27,
+            ),
+            SEGMENT_WARMUP + args.horizon,
+            SEGMENTED,
+        )
+        for s in seeds
+    ]
+    jobs += [
+        Job(
+            SEGMENTS_STATIONARY,
+            StreamSpec(seed=5500 + s, regions=REGIONS),
+            args.extra_stationary_events,
+            SEGMENTED,
+        )
+        for s in range(args.extra_stationary_seeds)
     ]
     recover = change + DEGRADED_FOR
     jobs += [
@@ -839,6 +908,8 @@ def analyse(scenario: Scenario, result: RunResult, horizon: int, close_within: i
             delay = delay_of(alert, spec.change_at)
             facts.firsts[key] = min(delay, facts.firsts.get(key, delay))
             if scenario.detect is not None and alert.kind != scenario.detect:
+                continue
+            if scenario.segment is not None and alert.segment != scenario.segment:
                 continue
             first = delay if first is None else min(first, delay)
     window = horizon if ends is None else ends - spec.change_at
@@ -1227,7 +1298,7 @@ def render(rows: list[Row], args: argparse.Namespace, elapsed: float) -> str:
             median = _fmt(statistics.median(row.delays)) if row.delays else "—"
             worst = _fmt(max(row.delays)) if row.delays else "—"
             premature = str(row.premature)
-        feature = s.subject or ("any" if row.stationary else "—")
+        feature = s.subject or s.segment or ("any" if row.stationary else "—")
         lines.append(
             f"| {s.title} | {feature} | {row.floor_text()} | {len(row.results)} | "
             f"{row.events:,} | {detected} | {median} | {worst} | {row.false_count} | "

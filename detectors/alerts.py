@@ -32,9 +32,24 @@ AlertIdentity = tuple[str, str, str, str]
 """(kind, detector, feature or metric, severity): what alternates firing, resolved per model."""
 
 
+def segment_subject(segment: Mapping[str, str] | None) -> str:
+    """How a segment enters an alert's identity: ``"key=value"`` ("" for the whole model)."""
+    if not segment:
+        return ""
+    return ",".join(f"{key}={value}" for key, value in sorted(segment.items()))
+
+
+def subject_of(
+    feature: str | None, metric: str | None, segment: Mapping[str, str] | None = None
+) -> str:
+    """The subject of an alert identity: its feature or metric, and its segment after ``@``."""
+    subject = feature if feature is not None else (metric or "")
+    return f"{subject}@{segment_subject(segment)}" if segment else subject
+
+
 def alert_identity(alert: Mapping[str, Any]) -> AlertIdentity:
     """The identity of an alert event."""
-    subject = alert.get("feature") or alert.get("metric") or ""
+    subject = subject_of(alert.get("feature"), alert.get("metric"), alert.get("segment"))
     return (alert["kind"], alert["detector"], subject, alert["severity"])
 
 
@@ -91,8 +106,9 @@ def make_alert(
     detected_ms: int,
     source: Source,
     resolution: Literal["recovered", "superseded"] | None = None,
+    segment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    subject = feature if feature is not None else (metric or "")
+    subject = subject_of(feature, metric, segment)
     alert: dict[str, Any] = {
         "schema_version": 1,
         "alert_id": alert_id(
@@ -115,6 +131,8 @@ def make_alert(
         alert["feature"] = feature
     if metric is not None:
         alert["metric"] = metric
+    if segment is not None:
+        alert["segment"] = dict(segment)
     alert.update(
         value=finite_or_none(value),
         threshold=finite_or_none(threshold),

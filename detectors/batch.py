@@ -135,7 +135,8 @@ class LabeledBatch:
     prediction equals the label in canonical form) is computed once, on first use.
     ``expired``: predictions of the same version that expired without an outcome among these
     events, each after the first ``positions[i]`` of them (the label tracker takes them in that
-    order); None when they come separately.
+    order); None when they come separately. ``segments``: each prediction's ``segment``
+    object (None for one without), or None when no prediction of the batch had one.
 
     Examples
     --------
@@ -156,6 +157,7 @@ class LabeledBatch:
     labeled_at: np.ndarray
     sources: Sources
     expired: ExpiredBatch | None = None
+    segments: Sequence[dict[str, str] | None] | None = None
     _cache: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -183,11 +185,34 @@ class LabeledBatch:
             self.predicted_at[start:stop],
             self.labeled_at[start:stop],
             self.sources.take(start, stop),
+            segments=None if self.segments is None else self.segments[start:stop],
+        )
+
+    def select(self, rows: Sequence[int]) -> LabeledBatch:
+        """The events at ``rows`` (increasing), in that order."""
+        index = np.asarray(rows, dtype=np.intp)
+        sources = self.sources
+        topic = sources.topic
+        partition = sources.partition
+        return LabeledBatch(
+            [self.versions[i] for i in rows],
+            [self.predictions[i] for i in rows],
+            [self.labels[i] for i in rows],
+            [self.scores[i] for i in rows],
+            self.predicted_at[index],
+            self.labeled_at[index],
+            Sources(
+                topic if isinstance(topic, str) else [topic[i] for i in rows],
+                partition if isinstance(partition, int) else [partition[i] for i in rows],
+                sources.offsets[index],
+            ),
+            segments=None if self.segments is None else [self.segments[i] for i in rows],
         )
 
     @classmethod
     def from_events(cls, events: Sequence[Labeled]) -> LabeledBatch:
         n = len(events)
+        segments = [x.segment for x in events]
         return cls(
             [x.model_version for x in events],
             [x.prediction for x in events],
@@ -196,6 +221,7 @@ class LabeledBatch:
             np.fromiter((x.predicted_at_ms for x in events), _INT64, n),
             np.fromiter((x.labeled_at_ms for x in events), _INT64, n),
             Sources.of([x.source for x in events]),
+            segments=segments if any(s is not None for s in segments) else None,
         )
 
 

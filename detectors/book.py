@@ -13,7 +13,7 @@ import math
 from typing import Any, Literal
 
 from detectors.alerting import AlertRule, AlertState, Transition
-from detectors.alerts import AlertKind, make_alert
+from detectors.alerts import AlertKind, make_alert, subject_of
 from detectors.events import Source
 
 __all__ = ["AlertBook", "Identity"]
@@ -111,9 +111,10 @@ class AlertBook:
         trigger_ms: int,
         source: Source,
         resolution: Resolution = "recovered",
+        segment: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """The alert event of a transition; the book records what now fires."""
-        subject = feature if feature is not None else (metric or "")
+        subject = subject_of(feature, metric, segment)
         key = (kind, detector, subject, transition.severity)
         alert = make_alert(
             model_id=self.model_id,
@@ -134,6 +135,7 @@ class AlertBook:
             detected_ms=trigger_ms,
             source=source,
             resolution=resolution if transition.status == "resolved" else None,
+            segment=segment,
         )
         if transition.status == "firing":
             self._open[key] = alert
@@ -166,6 +168,7 @@ class AlertBook:
                     trigger_ms=trigger_ms,
                     source=source,
                     resolution="superseded",
+                    segment=fired.get("segment"),
                 )
             )
         return alerts

@@ -61,3 +61,4 @@ class Labeled:
     labeled_at_ms: int
     # The outcome that completed the pair: it is what "triggered" a label-side alert.
     source: Source
+    segment: dict[str, str] | None = None  # the prediction's

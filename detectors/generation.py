@@ -40,6 +40,7 @@ from detectors.signals import (
     feature_columns,
 )
 from detectors.signals.base import rounded
+from detectors.signals.segments import SegmentSignals
 
 __all__ = ["Generation", "Task"]
 
@@ -143,6 +144,7 @@ class Generation:
         self._labels = LabelTracker(size=settings.kpis.size)
         self._concept: ConceptSignal | None = None
         self._kpis: KpiSignal | None = None
+        self._segments: SegmentSignals | None = None
         self._label_signals: tuple[Signal[LabeledBatch], ...] = ()
 
     # -- properties --------------------------------------------------------------------------
@@ -225,9 +227,11 @@ class Generation:
         if self.settings.concept_drift.enabled:
             self._concept = ConceptSignal(self._context, task)
         self._kpis = KpiSignal(self._context, task, self._labels)
+        if self.settings.segments:
+            self._segments = SegmentSignals(self._context, task)
         # In the order their alerts are reported.
         self._label_signals = tuple(
-            signal for signal in (self._concept, self._kpis) if signal is not None
+            signal for signal in (self._concept, self._kpis, self._segments) if signal is not None
         )
 
     # -- shared ----------------------------------------------------------------------------------
@@ -239,6 +243,8 @@ class Generation:
         """
         if self._concept is not None:
             self._concept.close()
+        if self._segments is not None:
+            self._segments.close()
         for drift in (self._data_drift, self._prediction_drift):
             if drift is not None:
                 drift.close()
@@ -266,6 +272,7 @@ class Generation:
             "kpis": rounded(values),
             "reference": None if reference is None else rounded(reference),
             "estimated": None if self._estimated is None else self._estimated.snapshot(),
+            "segments": None if self._segments is None else self._segments.snapshot(),
             "firing": sorted("/".join(k) for k in self._context.book.firing),
         }
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alerts import AlertIdentity as Identity
-from detectors.alerts import alert_identity
+from detectors.alerts import alert_identity, segment_subject
 
 __all__ = ["IncidentBook"]
 
@@ -41,6 +41,8 @@ class _Incident:
     kpis_now: dict[str, Any] | None = None
     alerts: dict[Identity, dict[str, Any]] = field(default_factory=dict)
     features: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # "key=value" -> segment, of the alerts about one segment.
+    segments: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def firing(self) -> int:
@@ -134,7 +136,7 @@ class IncidentBook:
 
     def _note(self, incident: _Incident, identity: Identity, alert: dict[str, Any]) -> None:
         alert["incident_id"] = incident.incident_id
-        incident.alerts[identity] = {
+        entry = incident.alerts[identity] = {
             "kind": alert["kind"],
             "detector": alert["detector"],
             "subject": identity[2],
@@ -142,8 +144,17 @@ class IncidentBook:
             "status": alert["status"],
             "alert_id": alert["alert_id"],
         }
+        segment = alert.get("segment")
+        if segment:
+            entry["segment"] = segment
+            incident.segments[segment_subject(segment)] = segment
         evidence = alert.get("evidence") or {}
-        if alert["kind"] == "kpi_threshold" and isinstance(evidence.get("kpis"), dict):
+        # The model's KPIs: a segment's KPI alerts measure only the segment.
+        if (
+            alert["kind"] == "kpi_threshold"
+            and not segment
+            and isinstance(evidence.get("kpis"), dict)
+        ):
             incident.kpis_now = evidence["kpis"]
             if incident.kpis_at_open is None:
                 incident.kpis_at_open = evidence["kpis"]
@@ -201,6 +212,7 @@ class IncidentBook:
             "alerts": [incident.alerts[i] for i in sorted(incident.alerts)],
             "firing": incident.firing,
             "features": features[:_FEATURE_LIMIT],
+            "segments": [incident.segments[k] for k in sorted(incident.segments)],
             "kpis": {
                 "reference": incident.kpis_reference,
                 "at_open": incident.kpis_at_open,

@@ -240,6 +240,14 @@ class MonitorSettings(_Strict):
     estimated_performance: EstimatedPerformanceSettings = EstimatedPerformanceSettings()
     prediction_drift: DriftSettings = DriftSettings()
     data_quality: QualitySettings = QualitySettings()
+    segments: list[str] = Field(default_factory=list)
+    """Segment keys to slice by (keys of the predictions' ``segment`` object): each value of
+    each key gets its own concept-drift detector and KPI thresholds, on the labelled events of
+    that value, with the alert contract of the whole model; its alerts carry ``segment``."""
+    max_segments_per_key: int = Field(default=50, ge=1)
+    """Values of a key judged on their own, first come; later ones are pooled as ``__other__``.
+    The false-alarm control of every segment is tightened by the number of segments that can
+    be judged, ``len(segments) * (max_segments_per_key + 1)``."""
     on_new_version: Literal["reset", "keep"] = "reset"
     """A new ``model_version`` starts a new generation (fresh references, baselines and detectors;
     the old version's firing alerts resolve as superseded), or, with ``keep``, goes on being
@@ -247,6 +255,8 @@ class MonitorSettings(_Strict):
 
     @model_validator(mode="after")
     def _one_profile(self) -> MonitorSettings:
+        if len(set(self.segments)) != len(self.segments) or "" in self.segments:
+            raise ValueError(f"segments must be distinct non-empty keys, not {self.segments}")
         # One training profile per model serves data drift, prediction drift and quality.
         d, p = self.data_drift, self.prediction_drift
         if p.correction != "bonferroni":

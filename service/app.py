@@ -77,6 +77,7 @@ class DriftlineApp:
         self._consumed = 0
         self._error_log: dict[str, tuple[float, int]] = {}
         self._kpi_gauges = metrics.GaugeFamily(metrics.KPI)
+        self._pooled_gauges = metrics.GaugeFamily(metrics.SEGMENT_POOLED)
         self._firing_gauges = metrics.GaugeFamily(metrics.ALERT_ACTIVE)
         self._failed_gauges = metrics.GaugeFamily(metrics.MODEL_FAILED)
         self._monitors_changed = True  # since the alert gauges were last set
@@ -370,6 +371,7 @@ class DriftlineApp:
 
     def _publish_kpis(self) -> None:
         values: dict[tuple[str, ...], float] = {}
+        pooled: dict[tuple[str, ...], float] = {}
         for snapshot in self._pipeline.kpi_snapshots():
             self._producer.produce(
                 self._config.topics.kpis,
@@ -380,7 +382,10 @@ class DriftlineApp:
             for name, value in snapshot["kpis"].items():
                 if isinstance(value, int | float):
                     values[(snapshot["model_id"], name)] = float(value)
+            if snapshot.get("segments"):
+                pooled[(snapshot["model_id"],)] = snapshot["segments"]["pooled_events"]
         self._kpi_gauges.replace(values)
+        self._pooled_gauges.replace(pooled)
 
     # -- rebalance callbacks ------------------------------------------------------------------
 

@@ -143,12 +143,12 @@ class ModelBuffer:
         )
         m = len(self.labeled)
         if m:
-            (lv, lp, ls, predicted_at, labels, labeled_at, topics, offsets) = zip(
+            (lv, lp, ls, predicted_at, labels, labeled_at, topics, offsets, segments) = zip(
                 *self.labeled, strict=True
             )
             topic: str | tuple[str, ...] = topics[0] if topics.count(topics[0]) == m else topics
         else:
-            lv = lp = ls = predicted_at = labels = labeled_at = offsets = ()
+            lv = lp = ls = predicted_at = labels = labeled_at = offsets = segments = ()
             topic = ""
         labeled_batch = LabeledBatch(
             lv,
@@ -158,6 +158,7 @@ class ModelBuffer:
             np.fromiter(predicted_at, _INT64, m),
             np.fromiter(labeled_at, _INT64, m),
             Sources(topic, partition, np.fromiter(offsets, _INT64, m)),
+            segments=segments if segments.count(None) != m else None,
         )
         k = len(self.expired)
         ev, et, positions = zip(*self.expired, strict=True) if k else ((), (), ())

@@ -49,6 +49,11 @@ MODEL_FAILURES = Counter(
     "driftline_model_failures_total", "Batches whose processing failed, per model.", ["model_id"]
 )
 KPI = Gauge("driftline_model_kpi", "Rolling KPI value per model.", ["model_id", "metric"])
+SEGMENT_POOLED = Gauge(
+    "driftline_segment_events_pooled",
+    "Labelled events of segment values beyond max_segments_per_key, judged as __other__.",
+    ["model_id"],
+)
 ALERT_ACTIVE = Gauge(
     "driftline_alerts_firing",
     "Alerts currently firing per model and kind.",

@@ -398,11 +398,11 @@ class Pipeline:
             mark = max(join.prediction_watermark_ms, timestamp)
             buffer.add_prediction(doc, record, now, mark)
         # The prediction's offset rides along for the rule of ``Seen``.
-        predicted = (doc.model_version, doc.prediction, doc.score, timestamp, offset)
+        predicted = (doc.model_version, doc.prediction, doc.score, timestamp, offset, doc.segment)
         outcome = join.add_prediction(key, timestamp, predicted, expired)
         if outcome is not None:
             label, labeled_at, topic, outcome_offset, _ = outcome
-            labeled = (*predicted[:4], label, labeled_at, topic, outcome_offset)
+            labeled = (*predicted[:4], label, labeled_at, topic, outcome_offset, doc.segment)
             out = task.outcomes.complete(key, labeled)
             if out:
                 self._deliver(task, out, now, offset if out[0].unordered else None)
@@ -421,15 +421,15 @@ class Pipeline:
         timestamp = doc.timestamp
         tail = (doc.label, timestamp, record.topic, record.offset)
         if doc.prediction is not None:
-            # An outcome that carries its own prediction needs no join.
-            predicted: Any = (doc.model_version, doc.prediction, doc.score, timestamp)
+            # An outcome that carries its own prediction needs no join (nor has a segment).
+            predicted: Any = (doc.model_version, doc.prediction, doc.score, timestamp, None, None)
         else:
             key = (doc.model_id, doc.event_id)
             predicted = task.join.add_outcome(key, timestamp, (*tail, record), expired)
             if predicted is None:
                 task.outcomes.wait(key, doc.model_id, record, timestamp)
                 return
-        labeled = (*predicted[:4], *tail)
+        labeled = (*predicted[:4], *tail, predicted[5])
         order = task.outcomes
         if order.add(doc.model_id, record, timestamp, labeled):
             if seen is None or record.offset >= seen.outcomes:
@@ -485,7 +485,7 @@ class Pipeline:
 
     def _add_expired(self, task: Task, predictions: list[Any], now: float | None) -> None:
         max_wait_ms = task.join.max_wait_ms
-        for (model_id, _), (version, _, _, timestamp, _) in predictions:
+        for (model_id, _), (version, _, _, timestamp, *_) in predictions:
             buffer = task.buffers.get(model_id)
             if buffer is None:
                 continue

@@ -60,10 +60,17 @@ class Stream:
     unseen: float = 0.0  # c0 is a category never seen in a change
     score_shift: float = 0.0  # added to the score in a change
     unsure: float = 0.0  # share of its distance from 0.5 the score loses in a change
+    regions: int = 0  # segment {"region": "r<i % regions>"} on every prediction
+    only_region: str | None = None  # the changes hold in this region only
     version_at: int = FOREVER  # model_version "v2" from this index
 
     def changed(self, i: int) -> bool:
+        if self.only_region is not None and self.region(i) != self.only_region:
+            return False
         return any(start <= i < stop for start, stop in self.changes)
+
+    def region(self, i: int) -> str | None:
+        return f"r{i % self.regions}" if self.regions else None
 
     def events(self) -> tuple[list[Prediction], list[Labeled]]:
         rng = np.random.default_rng(self.seed)
@@ -103,8 +110,10 @@ class Stream:
             t = i * 1000
             features = {"x0": x0, "x1": x1, "c0": c0}
             source = Source("predictions", 0, i)
+            region = self.region(i)
+            segment = None if region is None else {"region": region}
             predictions.append(
-                Prediction(str(i), "m", version, t, features, prediction, score, None, source)
+                Prediction(str(i), "m", version, t, features, prediction, score, segment, source)
             )
             labeled.append(
                 Labeled(
@@ -117,6 +126,7 @@ class Stream:
                     t,
                     t + 500,
                     Source("outcomes", 0, i),
+                    segment,
                 )
             )
         return predictions, labeled
@@ -857,6 +867,45 @@ def estimated_cases() -> list[Case]:
     ]
 
 
+# --- segments ---------------------------------------------------------------------------------
+
+REGION_DROP = Stream(
+    n=3000, changes=((1200, 3000),), accuracy_after=0.4, regions=4, only_region="r0"
+)
+
+
+def check_segments(base: Run, flipped: Run) -> None:
+    # The drop of one region in four moves the whole model's accuracy by 13 points; only the
+    # flipped run names the region, and no other.
+    assert not any("segment" in a for a in base.alerts)
+    named = [a for a in flipped.alerts if "segment" in a]
+    assert named and all(a["segment"] == {"region": "r0"} for a in named)
+    assert {a["kind"] for a in named} == {"concept_drift", "kpi_threshold"}
+    assert flipped.snapshot["segments"]["values"] == {"region": ["r0", "r1", "r2", "r3"]}
+
+
+def check_max_segments(base: Run, flipped: Run) -> None:
+    # First come, first judged: r0 and r1 on their own, r2 and r3 pooled.
+    assert base.snapshot["segments"] == {
+        "values": {"region": ["r0", "r1", "r2", "r3"]},
+        "pooled_events": 0,
+    }
+    assert flipped.snapshot["segments"]["values"] == {"region": ["r0", "r1", "__other__"]}
+    assert flipped.snapshot["segments"]["pooled_events"] == 1500  # half of 3,000 labels
+
+
+SEGMENT_BASE = {"concept_drift": {"enabled": True}}
+SEGMENT_CASES = [
+    Case("segments", {"segments": ["region"]}, check_segments, REGION_DROP, base=SEGMENT_BASE),
+    Case(
+        "max_segments_per_key",
+        {"max_segments_per_key": 2},
+        check_max_segments,
+        REGION_DROP,
+        base={**SEGMENT_BASE, "segments": ["region"]},
+    ),
+]
+
 # --- data quality ---------------------------------------------------------------------------------
 
 QUALITY = {"data_quality": {"enabled": True}}
@@ -999,6 +1048,7 @@ CASES = [
     *drift_cases("prediction_drift"),
     *MULTIVARIATE_CASES,
     *estimated_cases(),
+    *SEGMENT_CASES,
     *QUALITY_CASES,
     *VERSION_CASES,
 ]
