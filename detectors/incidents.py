@@ -43,6 +43,10 @@ class _Incident:
     features: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # "key=value" -> segment, of the alerts about one segment.
     segments: dict[str, dict[str, str]] = field(default_factory=dict)
+    # "key=value" -> the largest error rise its firing alerts measured.
+    segment_rises: dict[str, float] = field(default_factory=dict)
+    # The attribution of the latest KPI or concept-drift alert that fired.
+    attribution: dict[str, Any] | None = None
 
     @property
     def firing(self) -> int:
@@ -136,6 +140,8 @@ class IncidentBook:
 
     def _note(self, incident: _Incident, identity: Identity, alert: dict[str, Any]) -> None:
         alert["incident_id"] = incident.incident_id
+        if alert["status"] == "firing" and alert["kind"] in _ATTRIBUTED:
+            self._attribute(incident, alert)
         entry = incident.alerts[identity] = {
             "kind": alert["kind"],
             "detector": alert["detector"],
@@ -147,7 +153,11 @@ class IncidentBook:
         segment = alert.get("segment")
         if segment:
             entry["segment"] = segment
-            incident.segments[segment_subject(segment)] = segment
+            named = segment_subject(segment)
+            incident.segments[named] = segment
+            rise = _error_rise(alert)
+            if rise is not None and alert["status"] == "firing":
+                incident.segment_rises[named] = max(rise, incident.segment_rises.get(named, rise))
         evidence = alert.get("evidence") or {}
         # The model's KPIs: a segment's KPI alerts measure only the segment.
         if (
@@ -169,9 +179,7 @@ class IncidentBook:
             return
         p_value = evidence.get("p_value")
         score = (
-            -math.log10(max(float(p_value), 1e-300))
-            if isinstance(p_value, float | int)
-            else None
+            -math.log10(max(float(p_value), 1e-300)) if isinstance(p_value, float | int) else None
         )
         # A joint (multivariate) drift alert names no feature: its evidence lists them.
         names = [identity[2]] if alert.get("feature") is not None else evidence.get("features")
@@ -190,12 +198,51 @@ class IncidentBook:
                     "reference": (alert.get("reference") or {}).get("summary"),
                 }
 
-    def _event(self, incident: _Incident, status: str, alert: dict[str, Any]) -> dict[str, Any]:
-        features = sorted(
+    def _attribute(self, incident: _Incident, alert: dict[str, Any]) -> None:
+        """Why the KPI fell, on a firing KPI or concept-drift alert: the features whose drift
+        alerts of the incident are firing now, ranked by evidence; the segments whose alerts are
+        firing, by how far their error rose; and (from the KPI signal) the score range where
+        the errors concentrate. Booked in event time, so it does not depend on how the input
+        was read."""
+        firing = {i for i, a in incident.alerts.items() if a["status"] == "firing"}
+        joint = any(i[0] == "data_drift" and i[2] == "" for i in firing)
+        features = [
+            {k: f[k] for k in ("feature", "kind", "detector", "score")}
+            for f in self._ranked_features(incident)
+            if f["kind"] != "data_quality"
+            and (
+                any(i[0] == f["kind"] and i[2] == f["feature"] for i in firing)
+                or (joint and f["detector"] == "spearman_correlation")
+            )
+        ]
+        live = {i[2].partition("@")[2] for i in firing if "@" in i[2] and i[0] in _ATTRIBUTED}
+        rises = sorted(
+            ((rise, named) for named, rise in incident.segment_rises.items() if named in live),
+            key=lambda item: (-item[0], item[1]),
+        )
+        segments = [
+            {"segment": incident.segments[named], "error_rise": round(rise, 6)}
+            for rise, named in rises
+        ]
+        evidence = alert.setdefault("evidence", {})
+        attribution = {
+            **(evidence.get("attribution") or {}),
+            "features": features[:_ATTRIBUTION_LIMIT],
+            "segments": segments[:_ATTRIBUTION_LIMIT],
+        }
+        evidence["attribution"] = attribution
+        incident.attribution = attribution
+
+    @staticmethod
+    def _ranked_features(incident: _Incident) -> list[dict[str, Any]]:
+        return sorted(
             incident.features.values(),
             # Drift features by their -log10 p first, then data-quality findings.
             key=lambda f: (f["score"] is None, -(f["score"] or 0.0), f["kind"], f["feature"]),
         )
+
+    def _event(self, incident: _Incident, status: str, alert: dict[str, Any]) -> dict[str, Any]:
+        features = self._ranked_features(incident)
         event: dict[str, Any] = {
             "schema_version": 1,
             "kind": "incident",
@@ -213,6 +260,7 @@ class IncidentBook:
             "firing": incident.firing,
             "features": features[:_FEATURE_LIMIT],
             "segments": [incident.segments[k] for k in sorted(incident.segments)],
+            "attribution": incident.attribution,
             "kpis": {
                 "reference": incident.kpis_reference,
                 "at_open": incident.kpis_at_open,
@@ -226,3 +274,24 @@ class IncidentBook:
 
     def __repr__(self) -> str:
         return f"IncidentBook(model_id={self.model_id!r}, open={self.open_incident!r})"
+
+
+_ATTRIBUTED = ("kpi_threshold", "concept_drift")
+_ATTRIBUTION_LIMIT = 5
+
+
+def _error_rise(alert: dict[str, Any]) -> float | None:
+    """How far a segment's error rose, as its alert measured it: the error rate over its rate
+    before the change (concept drift), or the KPI's fall below its reference."""
+    evidence = alert.get("evidence") or {}
+    if alert["kind"] == "concept_drift":
+        before, recent = evidence.get("error_rate_before"), evidence.get("error_rate_recent")
+        if isinstance(before, float | int) and isinstance(recent, float | int):
+            return float(recent) - float(before)
+        return None
+    reference = (alert.get("reference") or {}).get("value")
+    value = alert.get("value")
+    numbers = isinstance(reference, float | int) and isinstance(value, float | int)
+    if alert["kind"] == "kpi_threshold" and numbers:
+        return abs(float(reference) - float(value))  # type: ignore[arg-type]  # checked above
+    return None

@@ -784,6 +784,18 @@ class ClassificationKPIs:
     def _rows(self) -> Rows:
         return self._window.rows()
 
+    def errors_by_score(
+        self, n_bins: int = 10
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Events and wrong predictions of the window per score bin (``n_bins`` equal bins of
+        [0, 1], the last one closed); events without a score are left out."""
+        correct, _, _, score = self._columns()
+        scored = ~np.isnan(score)
+        bins = np.minimum((score[scored] * n_bins).astype(np.int64), n_bins - 1)
+        n = np.bincount(bins, minlength=n_bins)
+        wrong = np.bincount(bins, weights=~correct[scored], minlength=n_bins).astype(np.int64)
+        return n, wrong
+
     def _columns(
         self,
     ) -> tuple[

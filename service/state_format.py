@@ -37,7 +37,7 @@ from pydantic import BaseModel
 
 from service.errors import SnapshotError
 
-STATE_FORMAT = 6
+STATE_FORMAT = 7
 _MAGIC = b"DLS3"  # the zstd container (formats 3 and later)
 _FORMAT_2_MAGIC = b"DLS2"  # zlib-compressed records (format 2); DLS1 were pickles
 # zstd, not zlib: a 20-feature model's record costs 0.7 ms to compress instead of 6 ms, at the

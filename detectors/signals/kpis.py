@@ -31,6 +31,9 @@ from detectors.signals.base import (
 
 __all__ = ["KpiSignal", "applies"]
 
+_SCORE_BINS = 10  # equal bins of the score, for where errors concentrate
+_ATTRIBUTION_BINS = 3
+
 
 class KpiSignal:
     """KPI and label-metric thresholds of labelled predictions: one alert per threshold.
@@ -65,6 +68,8 @@ class KpiSignal:
             self._kpis = RegressionKPIs(s.window, s.size, duration)
             self._reference_kpis = RegressionKPIs("count", s.reference_size, None)
         self._reference_values: dict[str, float | None] | None = None
+        # The reference's error rate per score bin (classification), for an alert's attribution.
+        self._reference_bins: np.ndarray | None = None
         self._reference_errors: dict[str, float | None] = {}
         self._rules: dict[int, AlertRule | None] = {}
         self._n_seen = 0  # labelled events observed before this batch
@@ -133,6 +138,9 @@ class KpiSignal:
                     )
                 if seen + stop >= reference_size:
                     self._reference_values, self._reference_errors = self._reference_kpis.measure()
+                    if isinstance(self._reference_kpis, ClassificationKPIs):
+                        n, wrong = self._reference_kpis.errors_by_score(_SCORE_BINS)
+                        self._reference_bins = wrong / np.maximum(n, 1)
                     self._reference_kpis = None  # measured once; its window is not needed
                     self._rules.clear()
             if (seen + stop) % every == 0:
@@ -247,6 +255,7 @@ class KpiSignal:
                             else rounded(self._reference_values),
                         },
                         evidence={
+                            **self._attribution(transition.status),
                             "kpis": rounded(values),
                             "standard_error": se,
                             "confidence": threshold.confidence,
@@ -263,6 +272,34 @@ class KpiSignal:
                     )
                 )
         return alerts
+
+    def _attribution(self, status: str) -> dict[str, Any]:
+        """Where the window's errors concentrate by score, on a firing alert: the score bins
+        with the most wrong predictions beyond their reference error rate, most first."""
+        if status != "firing" or self._reference_bins is None:
+            return {}
+        assert isinstance(self._kpis, ClassificationKPIs)
+        n, wrong = self._kpis.errors_by_score(_SCORE_BINS)
+        excess = wrong - n * self._reference_bins
+        total = float(excess[excess > 0].sum())
+        if total <= 0:
+            return {}
+        ranked = [i for i in np.argsort(-excess, kind="stable").tolist() if excess[i] > 0]
+        return {
+            "attribution": {
+                "scores": [
+                    {
+                        "score_range": [i / _SCORE_BINS, (i + 1) / _SCORE_BINS],
+                        "n": int(n[i]),
+                        "error_rate": round(float(wrong[i] / n[i]), 6),
+                        "reference_error_rate": round(float(self._reference_bins[i]), 6),
+                        "excess_errors": round(float(excess[i]), 3),
+                        "share_of_excess": round(float(excess[i]) / total, 6),
+                    }
+                    for i in ranked[:_ATTRIBUTION_BINS]
+                ]
+            }
+        }
 
     def _rule(self, threshold: Threshold) -> AlertRule | None:
         direction: Literal["below", "above"] = (

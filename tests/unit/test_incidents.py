@@ -393,6 +393,21 @@ def alert_batches(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
     return batches
 
 
+ATTRIBUTED = ("kpi_threshold", "concept_drift")
+
+
+def as_given(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert the book recorded, without what the book adds to it."""
+    out = {k: copy.deepcopy(v) for k, v in alert.items() if k != "incident_id"}
+    attribution = out.get("evidence", {}).get("attribution")
+    if attribution is not None:
+        attribution.pop("features", None)
+        attribution.pop("segments", None)
+        if not attribution:
+            del out["evidence"]["attribution"]
+    return out
+
+
 @settings(max_examples=300, deadline=None)
 @given(alert_batches())
 def test_incidents_alternate_and_every_alert_carries_the_open_incident(
@@ -408,9 +423,14 @@ def test_incidents_alternate_and_every_alert_carries_the_open_incident(
         inputs = copy.deepcopy(batch)
         out = book.record(batch)
         check_schema(out)
-        # The alerts go out unchanged but for their incident_id, in their order.
+        # The alerts go out unchanged but for their incident_id and, on a firing KPI or
+        # concept-drift alert, the features and segments of its attribution, in their order.
         alerts_out = [e for e in out if e["kind"] != "incident"]
-        assert [{k: v for k, v in a.items() if k != "incident_id"} for a in alerts_out] == inputs
+        assert [as_given(a) for a in alerts_out] == inputs
+        for alert in alerts_out:
+            attributed = alert["status"] == "firing" and alert["kind"] in ATTRIBUTED
+            attribution = alert.get("evidence", {}).get("attribution", {})
+            assert attributed == ("features" in attribution and "segments" in attribution)
         for i, event in enumerate(out):
             if event["kind"] == "incident":
                 if event["status"] == "opened":
