@@ -44,6 +44,11 @@ from detectors.signals.segments import SegmentSignals
 
 __all__ = ["Generation", "Task"]
 
+NO_REGRESSION_ESTIMATE = (
+    "not available for regression: direct loss estimation is not implemented, so a regression "
+    "model's performance is known only where labels have arrived (kpis)"
+)
+
 
 class Generation:
     """All monitoring state of one version of one model.
@@ -236,6 +241,11 @@ class Generation:
 
     # -- shared ----------------------------------------------------------------------------------
 
+    def _estimated_snapshot(self) -> dict[str, Any] | None:
+        if self._task == "regression" and self.settings.estimated_performance.enabled:
+            return {"available": False, "reason": NO_REGRESSION_ESTIMATE}
+        return None if self._estimated is None else self._estimated.snapshot()
+
     def close(self, trigger_ms: int, source: Source, successor: str | None) -> list[dict[str, Any]]:
         """Resolve every firing alert as superseded: a new model version took over.
 
@@ -271,7 +281,7 @@ class Generation:
             },
             "kpis": rounded(values),
             "reference": None if reference is None else rounded(reference),
-            "estimated": None if self._estimated is None else self._estimated.snapshot(),
+            "estimated": self._estimated_snapshot(),
             "segments": None if self._segments is None else self._segments.snapshot(),
             "firing": sorted("/".join(k) for k in self._context.book.firing),
         }

@@ -79,6 +79,7 @@ class EstimatedPerformanceSignal:
         latest = self._estimator.latest
         reference = self._estimator.reference
         return {
+            "available": True,
             "calibration": self.calibration,
             "window": None if latest is None else latest.n,
             "kpis": None if latest is None else rounded(latest.metrics),

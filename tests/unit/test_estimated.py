@@ -388,3 +388,25 @@ def test_profile_refuses_a_label_that_is_not_json(tmp_path: Path) -> None:
                 "[1]",
             ]
         )
+
+
+def test_a_regression_model_is_told_that_no_estimate_is_available() -> None:
+    """Direct loss estimation is not implemented: once the labels show a regression model, its
+    snapshot says that no estimate is available and why, and it raises no estimate."""
+    settings = only_estimated()
+    generation = Generation("m", settings)
+    events = [
+        Labeled(str(i), "m", "v1", 1.5 * i + 0.25, None, 1.4 * i + 0.5, i, i + 5, Source("o", 0, i))
+        for i in range(300)
+    ]
+    generation.observe_labeled(LabeledBatch.from_events(events))
+    snapshot = generation.kpi_snapshot()
+    assert snapshot["task"] == "regression"
+    assert snapshot["estimated"]["available"] is False
+    assert "regression" in snapshot["estimated"]["reason"]
+    KPI_SCHEMA.validate(snapshot)
+    configured = Generation("m", settings.model_copy(update={"task": "regression"}))
+    assert configured.kpi_snapshot()["estimated"]["available"] is False
+    assert all(
+        type(s).__name__ != "EstimatedPerformanceSignal" for s in configured._prediction_signals
+    )
