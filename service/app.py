@@ -22,11 +22,10 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient
 
-from detectors.reference import ModelProfile
 from service import metrics
 from service.balance import InputBalancer
 from service.checkpoint import Checkpointer
-from service.config import Config, load_config
+from service.config import Config, load_config, load_profile
 from service.errors import KafkaError
 from service.http import Health, serve
 from service.logs import get_logger, librdkafka_logger
@@ -35,10 +34,6 @@ from service.topics import check_topology
 
 ERROR_LOG_INTERVAL_S = 10.0
 FIRST_CHECKPOINT_S = 1.0  # after the first batch: a crash soon after a start loses little
-
-
-def load_profile(path: str) -> ModelProfile:
-    return ModelProfile.from_dict(orjson.loads(Path(path).read_bytes()))
 
 
 def dead_letter_headers(letter: DeadLetter, max_bytes: int) -> list[tuple[str, str | bytes | None]]:

@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from service.app import load_profile
+    from service.config import load_profile
     from service.replay import replay
 
     config = _load(args.config)

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from detectors.reference import ModelProfile
 from detectors.settings import MonitorSettings
 from service.errors import ConfigError
 
@@ -323,3 +325,8 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
             key = f"{prefix}.{key}" if key else prefix
         lines.append(f"{key or '(top level)'}: {error['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_profile(path: str) -> ModelProfile:
+    """The profile ``driftline profile`` wrote to ``path``."""
+    return ModelProfile.from_dict(orjson.loads(Path(path).read_bytes()))
