@@ -35,7 +35,7 @@ bench: $(STAMP)
 	deploy/with-broker.sh $(PY) bench/throughput.py --output bench/THROUGHPUT.md --json bench/results.json
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check detectors service tests bench
+	$(VENV)/bin/ruff check detectors service tests bench deploy/examples
 	$(VENV)/bin/mypy
 
 broker-start:

@@ -82,6 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     prof.set_defaults(handler=_profile)
 
+    alerts = sub.add_parser(
+        "alerts", help="read the alerts topic: a line per event on a terminal, else JSON lines"
+    )
+    alerts.add_argument("--config")
+    alerts.add_argument("--model", action="append", help="only these model_ids (repeatable)")
+    alerts.add_argument(
+        "--kind",
+        action="append",
+        help="only these kinds (repeatable): concept_drift, data_drift, ..., incident",
+    )
+    alerts.add_argument(
+        "--follow", action="store_true", help="keep reading new events until interrupted"
+    )
+    alerts.set_defaults(handler=_alerts)
+
     check = sub.add_parser("check-config", help="validate a config, print the effective config")
     check.add_argument("config", nargs="?")
     check.add_argument(
@@ -110,6 +125,31 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(config.logging.format, config.logging.level)
     return DriftlineApp(config, args.config).run()
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    import signal
+
+    from service.tail import read_alerts, write
+
+    config = load_config(args.config)
+    interrupted = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    events = read_alerts(
+        config,
+        models=args.model,
+        kinds=args.kind,
+        follow=args.follow,
+        stopped=lambda: interrupted,
+    )
+    write(events, sys.stdout.buffer, readable=sys.stdout.isatty())
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
