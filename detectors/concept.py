@@ -46,7 +46,7 @@ from river.drift import binary
 
 from detectors.alerting import Severity
 
-__all__ = ["DETECTORS", "ConceptDriftDetector", "ConceptSignal"]
+__all__ = ["DETECTORS", "ConceptDriftDetector", "ConceptSignal", "default_params"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,12 @@ _SPECS: dict[str, _Spec] = {
 }
 
 DETECTORS: tuple[str, ...] = tuple(_SPECS)
+
+
+def default_params(detector: str) -> dict[str, object]:
+    """The parameters driftline gives ``detector`` where river's defaults were not kept (ADWIN's
+    ``delta``, see :class:`ConceptDriftDetector`)."""
+    return dict(_SPECS[detector].defaults)
 """Names accepted by :class:`ConceptDriftDetector`."""
 
 
@@ -216,7 +222,7 @@ class ConceptDriftDetector:
                 raise ValueError(
                     f"params: {name!r} is not a parameter of {detector!r}; allowed: {allowed}"
                 )
-        river_params: dict[str, object] = {**dict(spec.defaults), **given}
+        river_params: dict[str, object] = {**default_params(detector), **given}
         if detector == "kswin":
             river_params["seed"] = seed
         try:

@@ -630,14 +630,13 @@ class DataDriftMonitor:
         correlation = correlation.restricted(self._numeric_names)
         if correlation is None or correlation.n < self.joint_min_samples:
             return
-        self._install_joint(correlation.features)
-        assert self._joint is not None
-        self._joint.fit_matrix(correlation.matrix, correlation.n)
+        self._install_joint(correlation.features).fit_matrix(correlation.matrix, correlation.n)
 
-    def _install_joint(self, features: tuple[str, ...]) -> None:
+    def _install_joint(self, features: tuple[str, ...]) -> CorrelationDrift:
         assert self.joint_alpha is not None
         self._joint = CorrelationDrift(list(features), self.joint_alpha, self.joint_min_samples)
         self._joint_rows = np.array([self._numeric_names.index(f) for f in features], np.intp)
+        return self._joint
 
     def _install_sliding(self, kinds: Mapping[str, FeatureKind]) -> None:
         self._numeric_names = tuple(k for k, v in kinds.items() if v == "numeric")

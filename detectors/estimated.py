@@ -29,6 +29,7 @@ __all__ = [
     "EstimateCheck",
     "IsotonicCalibrator",
     "PerformanceEstimator",
+    "chance_right",
     "expected_metrics",
 ]
 
@@ -164,6 +165,12 @@ def _pool_adjacent_violators(values: FloatArray, weights: FloatArray) -> FloatAr
     return np.repeat(np.array(means), sizes)
 
 
+def chance_right(probabilities: FloatArray, predicted: BoolArray) -> FloatArray:
+    """Each prediction's chance of being right: ``p`` where it predicted the positive class,
+    ``1 - p`` where it did not."""
+    return np.where(predicted, probabilities, 1.0 - probabilities)
+
+
 def expected_metrics(
     probabilities: FloatArray, predicted: BoolArray, scores: FloatArray | None = None
 ) -> dict[str, float]:
@@ -190,7 +197,7 @@ def expected_metrics(
     fp = float(predicted.sum()) - tp
     positives = float(p.sum())
     fn = positives - tp
-    correct = np.where(predicted, p, 1.0 - p)
+    correct = chance_right(p, predicted)
     return {
         "accuracy": float(correct.mean()),
         "precision": _ratio(tp, tp + fp),
@@ -405,13 +412,15 @@ class PerformanceEstimator:
         if self._filled < self.reference_size:
             return
         scores64 = self._fill_scores.astype(np.float64)
-        p, fill_predicted = self._probabilities(scores64), self._fill_predicted
+        p, fill_predicted = self.probabilities(scores64), self._fill_predicted
         self._reference = expected_metrics(p, fill_predicted, scores64)
-        self._reference_variance = float(np.where(fill_predicted, p, 1.0 - p).var())
+        self._reference_variance = float(chance_right(p, fill_predicted).var())
         self._fill_scores = np.empty(0, dtype=np.float32)
         self._fill_predicted = np.empty(0, dtype=np.bool_)
 
-    def _probabilities(self, scores: FloatArray) -> FloatArray:
+    def probabilities(self, scores: FloatArray) -> FloatArray:
+        """The calibrated probability of the positive class of each score (the scores
+        themselves without a calibrator)."""
         return scores if self.calibrator is None else self.calibrator.predict(scores)
 
     def _evaluate(self, index: int) -> Estimate | None:
@@ -419,9 +428,9 @@ class PerformanceEstimator:
         if n < self.min_samples or self._reference is None:
             return None
         scores = self._scores[:n].astype(np.float64)
-        p, predicted = self._probabilities(scores), self._predicted[:n]
+        p, predicted = self.probabilities(scores), self._predicted[:n]
         metrics = expected_metrics(p, predicted, scores)
-        correct = np.where(predicted, p, 1.0 - p)
+        correct = chance_right(p, predicted)
         accuracy_se = math.sqrt(
             float(correct.var(ddof=1)) / n + self._reference_variance / self.reference_size
         )

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from detectors.alerting import AlertRule
 from detectors.alerts import AlertKind
 from detectors.batch import PredictionBatch
 from detectors.columns import FeatureColumns, FeatureKind
@@ -134,17 +135,7 @@ class DriftSignal:
                         window, evaluation.n_seen, evaluation.n_current
                     )
                     recovered = recovery_p < drift.threshold
-                # The state machine resolves on `resolve_evaluations` clear updates in a row:
-                # only a recovered evaluation is clear, anything else restarts the run. A firing
-                # state keeps the level it fired at (Holm's and BH's levels move with the other
-                # features' p-values), so both are judged against that level too.
-                fired_at = fired_rule.warning
-                assert fired_at is not None
-                score = (
-                    min(score, level, fired_at)
-                    if recovered
-                    else math.nextafter(max(level, fired_at), math.inf)
-                )
+                score = _firing_score(score, level, fired_rule, recovered)
             transitions = book.transitions(
                 (kind, drift.test, drift.feature), rule, score, evaluation.n_current
             )
@@ -212,12 +203,8 @@ class DriftSignal:
         adjusted = min(1.0, p_value * test.pairs_tested)
         fired_rule = book.firing_rule(identity)
         if fired_rule is not None:
-            fired_at = fired_rule.warning
-            assert fired_at is not None
-            if adjusted >= settings.resolve_p_value and score <= level:
-                score = min(score, fired_at)
-            else:
-                score = math.nextafter(max(level, fired_at), math.inf)
+            recovered = adjusted >= settings.resolve_p_value and score <= level
+            score = _firing_score(score, level, fired_rule, recovered)
         alerts = []
         for transition in book.transitions(identity, rule, score, evaluation.n_current):
             pairs = [
@@ -256,6 +243,19 @@ class DriftSignal:
                 )
             )
         return alerts
+
+
+def _firing_score(score: float, level: float, fired_rule: AlertRule, recovered: bool) -> float:
+    """The score a firing drift alert's state machine is fed. It resolves on
+    ``resolve_evaluations`` clear updates in a row: only a recovered evaluation is clear (below
+    both levels), anything else restarts the run (just above both). A firing state keeps the
+    level it fired at (Holm's and BH's levels move with the other features' p-values), so it is
+    judged against that level too."""
+    fired_at = fired_rule.warning
+    assert fired_at is not None
+    if recovered:
+        return min(score, level, fired_at)
+    return math.nextafter(max(level, fired_at), math.inf)
 
 
 def drift_monitor(

@@ -17,7 +17,13 @@ import numpy as np
 
 from detectors.alerting import AlertRule
 from detectors.batch import LabeledBatch
-from detectors.estimated import Estimate, EstimateCheck, IsotonicCalibrator, PerformanceEstimator
+from detectors.estimated import (
+    Estimate,
+    EstimateCheck,
+    IsotonicCalibrator,
+    PerformanceEstimator,
+    chance_right,
+)
 from detectors.labels import is_positive, label_key
 from detectors.signals.base import FeatureBatch, SignalContext, positive_scores, rounded, z_quantile
 
@@ -90,10 +96,9 @@ class EstimatedPerformanceSignal:
     def observe_labeled(self, batch: LabeledBatch) -> None:
         """Check the estimate on labelled predictions: each one's expected chance of being
         right against whether it was."""
-        scores = positive_scores(batch.scores, self._positive)
-        p = scores if self.calibrator is None else self.calibrator.predict(scores)
+        p = self._estimator.probabilities(positive_scores(batch.scores, self._positive))
         predicted = is_positive(batch.predictions, self._positive)
-        self._check.update(np.where(predicted, p, 1.0 - p), batch.correct)
+        self._check.update(chance_right(p, predicted), batch.correct)
 
     def observe(self, batch: FeatureBatch) -> list[dict[str, Any]]:
         predictions = batch.predictions

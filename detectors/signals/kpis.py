@@ -212,6 +212,7 @@ class KpiSignal:
         values, errors = self._measure(complete)
         n = int(values.get("n") or 0)
         alerts = []
+        attribution: dict[str, Any] | None = None  # of the window, once per evaluation
         for position, threshold in enumerate(settings.thresholds):
             if not applies(threshold.metric, self.task):
                 continue
@@ -236,6 +237,11 @@ class KpiSignal:
                 values, errors = self._measure(complete)
                 value = _or(values.get(threshold.metric), value)
                 se = _or(self._error(errors, threshold), se)
+            explained: dict[str, Any] = {}
+            if any(t.status == "firing" for t in transitions):
+                if attribution is None:
+                    attribution = self._attribution()
+                explained = attribution
             for transition in transitions:
                 alerts.append(
                     self.context.alert(
@@ -255,7 +261,7 @@ class KpiSignal:
                             else rounded(self._reference_values),
                         },
                         evidence={
-                            **self._attribution(transition.status),
+                            **(explained if transition.status == "firing" else {}),
                             "kpis": rounded(values),
                             "standard_error": se,
                             "confidence": threshold.confidence,
@@ -273,10 +279,10 @@ class KpiSignal:
                 )
         return alerts
 
-    def _attribution(self, status: str) -> dict[str, Any]:
-        """Where the window's errors concentrate by score, on a firing alert: the score bins
+    def _attribution(self) -> dict[str, Any]:
+        """Where the window's errors concentrate by score, for a firing alert: the score bins
         with the most wrong predictions beyond their reference error rate, most first."""
-        if status != "firing" or self._reference_bins is None:
+        if self._reference_bins is None:
             return {}
         assert isinstance(self._kpis, ClassificationKPIs)
         n, wrong = self._kpis.errors_by_score(_SCORE_BINS)

@@ -28,6 +28,7 @@ from detectors.alerting import AlertRule, Transition
 from detectors.alerts import AlertKind, segment_subject
 from detectors.batch import LabeledBatch
 from detectors.book import AlertBook, Identity
+from detectors.concept import default_params
 from detectors.kpi import LabelTracker
 from detectors.settings import MonitorSettings
 from detectors.signals.base import SignalContext, Task
@@ -37,7 +38,6 @@ from detectors.signals.kpis import KpiSignal
 __all__ = ["OTHER", "SegmentSignals", "segment_settings"]
 
 OTHER = "__other__"
-_ADWIN_DELTA = 1e-4  # ConceptDriftDetector's default
 
 
 def segment_settings(settings: MonitorSettings) -> MonitorSettings:
@@ -47,7 +47,8 @@ def segment_settings(settings: MonitorSettings) -> MonitorSettings:
     concept = settings.concept_drift
     params = dict(concept.params)
     if concept.detector == "adwin":
-        params["delta"] = float(params.get("delta", _ADWIN_DELTA)) / m
+        delta = params.get("delta", default_params("adwin")["delta"])
+        params["delta"] = float(delta) / m  # type: ignore[arg-type]  # a number, validated
     thresholds = [
         t.model_copy(update={"confidence": 1.0 - (1.0 - t.confidence) / m})
         for t in settings.kpis.thresholds
@@ -107,9 +108,6 @@ class _SegmentContext(SignalContext):
     @model_version.setter
     def model_version(self, version: str | None) -> None:
         self._parent.model_version = version
-
-    def alert(self, kind: AlertKind, transition: Transition, **fields: Any) -> dict[str, Any]:
-        return self.book.alert(kind, transition, model_version=self.model_version, **fields)
 
 
 class _Segment:
@@ -175,22 +173,17 @@ class SegmentSignals:
                 value = None if segment is None else segment.get(key)
                 if value is not None:
                     rows.setdefault(value, []).append(i)
-            pooled: list[int] = []
+            judged: dict[str, list[int]] = {}
             for value, at in rows.items():  # first come, first judged on its own
-                if value in known or len(known) < self.context.settings.max_segments_per_key:
-                    if value not in known:
-                        known[value] = self._segment(key, value)
-                else:
-                    pooled.extend(at)
-            if pooled:
-                self._n_pooled += len(pooled)
-                pooled.sort()
-                rows = {v: at for v, at in rows.items() if v in known}
-                rows[OTHER] = pooled
-                if OTHER not in known:
-                    known[OTHER] = self._segment(key, OTHER)
-            for value in sorted(rows):
-                alerts.extend(known[value].observe(batch.select(rows[value])))
+                target = value
+                if value not in known and len(known) >= self.context.settings.max_segments_per_key:
+                    self._n_pooled += len(at)
+                    target = OTHER
+                if target not in known:
+                    known[target] = self._segment(key, target)
+                judged.setdefault(target, []).extend(at)
+            for value in sorted(judged):
+                alerts.extend(known[value].observe(batch.select(sorted(judged[value]))))
         return alerts
 
     def snapshot(self) -> dict[str, Any]:
