@@ -368,6 +368,20 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
     return messages
 
 
+def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout: float = 60
+) -> list[Any]:
+    """The messages of a one-partition topic once ``done`` holds for them. Offsets committed
+    do not mean every alert is out: an alert held for the other stream (``detectors.held``) is
+    published once that stream has nothing left to read, ``processing.max_buffer_ms`` later."""
+    return wait_for(
+        lambda: found if done(found := read_all(bootstrap, topic)) else None,
+        timeout,
+        f"{topic} to hold what the test expects",
+        interval=0.2,
+    )
+
+
 def scrape(url: str) -> dict[str, float]:
     """Prometheus text format -> {'name{labels}': value}."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .conftest import (
     Topics,
     produce_events,
     read_all,
+    read_until,
     scrape,
     wait_for,
     wait_processed,
@@ -65,13 +67,18 @@ def published(
     topics: Topics,
     service: ServiceProcess,
     pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    done: Callable[[list[dict[str, Any]]], bool],
 ) -> list[dict[str, Any]]:
-    """Produce the events, run the service through them, and read what it published (each
-    event checked against its schema)."""
+    """Produce the events, run the service through them, and read what it published once
+    ``done`` holds for it (each event checked against its schema)."""
     produce_events(bootstrap, topics, pairs)
     service.start()
     wait_processed(bootstrap, topics)
-    events = [orjson.loads(m.value()) for m in read_all(bootstrap, topics.alerts)]
+
+    def values(messages: list[Any]) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value()) for m in messages]
+
+    events = values(read_until(bootstrap, topics.alerts, lambda found: done(values(found))))
     for event in events:
         validate_output(event)
     return events
@@ -81,10 +88,17 @@ def test_degraded_model_alerts_healthy_model_does_not(
     bootstrap: str, topics: Topics, service: ServiceProcess
 ) -> None:
     pairs = [*generate(DEGRADED, 6000), *generate(HEALTHY, 6000)]
+    # Kafka and replay decide the same: same alerts, same values (ids differ by source offset).
+    replayed = sorted(map(essentials, (a for a in replay_alerts(pairs) if a["kind"] != "incident")))
+
+    def decided(messages: list[Any]) -> list[tuple[Any, ...]]:
+        found = (orjson.loads(m.value()) for m in messages)
+        return sorted(essentials(a) for a in found if a["kind"] != "incident")
+
     produce_events(bootstrap, topics, pairs)
     service.start()
     wait_processed(bootstrap, topics)
-    messages = read_all(bootstrap, topics.alerts)
+    messages = read_until(bootstrap, topics.alerts, lambda found: decided(found) == replayed)
     alerts = [orjson.loads(m.value()) for m in messages]
     for message, alert in zip(messages, alerts, strict=True):
         validate_output(alert)
@@ -104,9 +118,7 @@ def test_degraded_model_alerts_healthy_model_does_not(
         assert alert["value"] < bound
         assert alert["reference"]["value"] > 0.9
         assert alert["source"]["topic"] == topics.outcomes
-    # Kafka and replay decide the same: same alerts, same values (ids differ by source offset).
-    replayed = [a for a in replay_alerts(pairs) if a["kind"] != "incident"]
-    assert sorted(map(essentials, alerts)) == sorted(map(essentials, replayed))
+    assert sorted(map(essentials, alerts)) == replayed
     assert service.stop() == 0
 
 
@@ -128,7 +140,11 @@ def test_a_degradation_is_one_incident_closed_as_superseded_by_a_new_version(
         model_version="v2",
     )
     pairs = [*generate(v1, 7000), *generate(v2, 5000, offset=7000)]
-    events = published(bootstrap, topics, service, pairs)
+
+    def closed(found: list[dict[str, Any]]) -> bool:
+        return any(e["kind"] == "incident" and e["status"] == "closed" for e in found)
+
+    events = published(bootstrap, topics, service, pairs, closed)
     incidents = [e for e in events if e["kind"] == "incident"]
     alerts = [e for e in events if e["kind"] != "incident"]
     assert [e["status"] for e in incidents if e["status"] != "escalated"] == ["opened", "closed"]
@@ -246,8 +262,18 @@ def test_a_segmented_model_names_the_region_that_degrades(
         prediction, outcome = bad if region == "r0" else ok
         pairs.append(({**prediction, "segment": {"region": region}}, outcome))
     segmented = {"segments": ["region"]}
+
+    def decided(found: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (*essentials(a), tuple(sorted((a.get("segment") or {}).items())))
+            for a in found
+            if a["kind"] != "incident"
+        )
+
+    # Kafka and replay decide the same.
+    replayed = decided(replay_alerts(pairs, segmented))
     service.config = {"defaults": segmented, "processing": {"kpi_interval_s": 0.5}}
-    events = published(bootstrap, topics, service, pairs)
+    events = published(bootstrap, topics, service, pairs, lambda found: decided(found) == replayed)
     alerts = [e for e in events if e["kind"] != "incident"]
     named = [a for a in alerts if "segment" in a]
     assert named and all(a["segment"] == {"region": "r0"} for a in named)
@@ -268,11 +294,4 @@ def test_a_segmented_model_names_the_region_that_degrades(
     KPI_SCHEMA.validate(snapshot)
     assert snapshot["segments"]["pooled_events"] == 0
     assert service.stop() == 0
-
-    def decided(found: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return sorted(
-            (*essentials(a), tuple(sorted((a.get("segment") or {}).items()))) for a in found
-        )
-
-    replayed = replay_alerts(pairs, segmented)
-    assert decided(alerts) == decided([a for a in replayed if a["kind"] != "incident"])
+    assert decided(alerts) == replayed
