@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 
 ## All tests, unit and integration, against a real broker (started here if none runs).
 test: $(STAMP)
-	deploy/with-broker.sh $(PY) -m pytest tests detectors service
+	deploy/with-broker.sh $(PY) -m pytest tests driftline
 
 ## Unit tests only: the pure core and its docstring examples, no broker.
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit detectors service
+	$(PY) -m pytest tests/unit driftline
 
 ## Three models on a real broker; one degrades; the alerts are printed as they arrive.
 demo: $(STAMP)

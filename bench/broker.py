@@ -38,8 +38,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.inputs import Stream
-from service.config import Config, load_config
-from service.pipeline import BatchResult, InputRecord, Pipeline
+from driftline.service.config import Config, load_config
+from driftline.service.pipeline import BatchResult, InputRecord, Pipeline
 
 RAW_BATCH = 2000
 
@@ -222,8 +222,8 @@ def _pipeline_of(app: Any) -> Pipeline:
 
 def service_rate(environ: dict[str, str], total: int, timeout_s: float = 1200) -> Rate:
     """Run ``DriftlineApp`` until it has handled ``total`` messages (see the module doc)."""
-    from service.app import DriftlineApp
-    from service.logs import configure_logging
+    from driftline.service.app import DriftlineApp
+    from driftline.service.logs import configure_logging
 
     config = load_config(None, environ=environ)
     configure_logging(config.logging.format, config.logging.level)

@@ -32,8 +32,8 @@ import orjson
 from confluent_kafka import Producer
 
 from bench.broker import create_topics, delete_topics, service_settings
-from service.state import read_latest
-from service.synthetic import ModelStream, generate
+from driftline.service.state import read_latest
+from driftline.service.synthetic import ModelStream, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 2
@@ -99,7 +99,7 @@ def run(bootstrap: str, cycles: int, instance_id: str | None) -> dict[str, Any]:
             started = time.monotonic()
             with log.open("wb") as sink:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "service.cli", "run"],
+                    [sys.executable, "-m", "driftline.service.cli", "run"],
                     cwd=ROOT,
                     env=env,
                     stdout=sink,

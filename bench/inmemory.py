@@ -20,8 +20,8 @@ from typing import Any
 
 from bench.broker import Rate
 from bench.naive import NaiveMonitor
-from service.config import load_config
-from service.pipeline import InputRecord, Pipeline
+from driftline.service.config import load_config
+from driftline.service.pipeline import InputRecord, Pipeline
 
 
 def pipeline_rate(environ: dict[str, str], records: list[InputRecord]) -> Rate:

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from bench import quality as q
-from service.pipeline import InputRecord, Role
+from driftline.service.pipeline import InputRecord, Role
 
 TS_MARK = 9_999_999_999_999
 _MARK_BYTES = b'"timestamp":' + str(TS_MARK).encode()

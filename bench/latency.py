@@ -208,7 +208,7 @@ def run(
     try:
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "run"],
+                [sys.executable, "-m", "driftline.service.cli", "run"],
                 cwd=ROOT,
                 env=_service_env(bootstrap, names, group),
                 stdout=sink,

@@ -47,7 +47,7 @@ if __package__ in (None, ""):
 
 import orjson
 
-from detectors.events import Labeled, Prediction
+from driftline.detectors.events import Labeled, Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 # One event per call may cost this much more RSS per model than large calls (the two runs start
@@ -79,7 +79,7 @@ def baseline_kib() -> int:
 
 def _events(n: int) -> tuple[list[Prediction], list[Labeled]]:
     from bench import quality as q
-    from service.synthetic import as_events
+    from driftline.service.synthetic import as_events
 
     values, outcomes = q.generate_chunk(q.StreamSpec(model_id="mem", seed=7), 0, n)
     return as_events(
@@ -93,7 +93,7 @@ Form = Callable[[Sequence[Prediction], Sequence[Labeled]], Args]
 def _forms() -> list[tuple[str, Form]]:
     forms: list[tuple[str, Form]] = []
     try:
-        from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
+        from driftline.detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
 
         def columnar(p: Sequence[Prediction], lab: Sequence[Labeled]) -> Args:
             return (
@@ -122,8 +122,8 @@ def _probe(make: Callable[[str], Any], p: list[Prediction], lab: list[Labeled]) 
 
 
 def _monitor_factory() -> Callable[[str], Any]:
-    from detectors.monitor import ModelMonitor
-    from service.config import load_config
+    from driftline.detectors.monitor import ModelMonitor
+    from driftline.service.config import load_config
 
     config = load_config(None, environ={})
     return lambda model_id: ModelMonitor(model_id, config.monitor_settings(model_id))

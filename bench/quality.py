@@ -68,9 +68,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from detectors.settings import MonitorSettings
-from service.config import Config, load_config
-from service.pipeline import InputRecord, Pipeline
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.config import Config, load_config
+from driftline.service.pipeline import InputRecord, Pipeline
 
 # -- the synthetic model ---------------------------------------------------------------------
 

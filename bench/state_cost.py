@@ -15,9 +15,9 @@ import argparse
 import time
 
 from bench.inputs import generate
-from service.config import load_config
-from service.pipeline import Pipeline
-from service.state import Positions, StateStore
+from driftline.service.config import load_config
+from driftline.service.pipeline import Pipeline
+from driftline.service.state import Positions, StateStore
 
 
 def main() -> int:

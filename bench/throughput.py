@@ -43,7 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import broker, inmemory, inputs, latency, memory, report
-from service.config import load_config
+from driftline.service.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("broker", "inmemory", "latency", "memory")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from detectors.events import Source
+from driftline.detectors.events import Source
 
 AlertKind = Literal[
     "concept_drift",

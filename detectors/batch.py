@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from detectors.events import FeatureValue, Labeled, Prediction, Score, Source
-from detectors.labels import labels_equal
+from driftline.detectors.events import FeatureValue, Labeled, Prediction, Score, Source
+from driftline.detectors.labels import labels_equal
 
 __all__ = ["ExpiredBatch", "LabeledBatch", "PredictionBatch", "Sources", "version_runs"]
 

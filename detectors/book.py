@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from detectors.alerting import AlertRule, AlertState, Transition
-from detectors.alerts import AlertKind, make_alert, subject_of
-from detectors.events import Source
+from driftline.detectors.alerting import AlertRule, AlertState, Transition
+from driftline.detectors.alerts import AlertKind, make_alert, subject_of
+from driftline.detectors.events import Source
 
 __all__ = ["AlertBook", "Identity"]
 
@@ -33,8 +33,8 @@ class AlertBook:
 
     Examples
     --------
-    >>> from detectors.alerting import AlertRule
-    >>> from detectors.events import Source
+    >>> from driftline.detectors.alerting import AlertRule
+    >>> from driftline.detectors.events import Source
     >>> book = AlertBook("m")
     >>> rule = AlertRule("above", warning=0.1)
     >>> identity = ("data_quality", "null_rate", "x")

@@ -44,7 +44,7 @@ import numpy.typing as npt
 from river import drift
 from river.drift import binary
 
-from detectors.alerting import Severity
+from driftline.detectors.alerting import Severity
 
 __all__ = ["DETECTORS", "ConceptDriftDetector", "ConceptSignal", "default_params"]
 

@@ -17,9 +17,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
-from detectors.columns import FeatureColumns, FeatureKind, encode_categories, null_mask
-from detectors.multivariate import CorrelationDrift, CorrelationTest, spearman_rows
-from detectors.reference import (
+from driftline.detectors.columns import FeatureColumns, FeatureKind, encode_categories, null_mask
+from driftline.detectors.multivariate import CorrelationDrift, CorrelationTest, spearman_rows
+from driftline.detectors.reference import (
     CategoricalProfile,
     FeatureReference,
     ModelProfile,
@@ -27,8 +27,8 @@ from detectors.reference import (
     categorical_summary,
     summaries_of_sorted_rows,
 )
-from detectors.sketch import SketchCache, SketchCdf, sketch_ks_wasserstein_rows
-from detectors.stats import (
+from driftline.detectors.sketch import SketchCache, SketchCdf, sketch_ks_wasserstein_rows
+from driftline.detectors.stats import (
     bin_counts_rows,
     bin_counts_sorted,
     chi_square_2samp,

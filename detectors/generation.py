@@ -18,15 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from detectors.alerts import iso_ms
-from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
-from detectors.columns import FeatureKind, columnarize, infer_kinds
-from detectors.events import FeatureValue, Source
-from detectors.kpi import LabelTracker
-from detectors.labels import label_key
-from detectors.reference import ModelProfile
-from detectors.settings import MonitorSettings
-from detectors.signals import (
+from driftline.detectors.alerts import iso_ms
+from driftline.detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch
+from driftline.detectors.columns import FeatureKind, columnarize, infer_kinds
+from driftline.detectors.events import FeatureValue, Source
+from driftline.detectors.kpi import LabelTracker
+from driftline.detectors.labels import label_key
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import MonitorSettings
+from driftline.detectors.signals import (
     ConceptSignal,
     DriftSignal,
     EstimatedPerformanceSignal,
@@ -39,8 +39,8 @@ from detectors.signals import (
     Task,
     feature_columns,
 )
-from detectors.signals.base import rounded
-from detectors.signals.segments import SegmentSignals
+from driftline.detectors.signals.base import rounded
+from driftline.detectors.signals.segments import SegmentSignals
 
 __all__ = ["Generation", "Task"]
 
@@ -66,8 +66,8 @@ class Generation:
 
     Examples
     --------
-    >>> from detectors.events import Labeled, Source
-    >>> from detectors.settings import MonitorSettings
+    >>> from driftline.detectors.events import Labeled, Source
+    >>> from driftline.detectors.settings import MonitorSettings
     >>> import random
     >>> rng = random.Random(7)
     >>> monitor = Generation("m", MonitorSettings())

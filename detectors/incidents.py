@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.alerts import AlertIdentity as Identity
-from detectors.alerts import alert_identity, segment_subject
+from driftline.detectors.alerts import AlertIdentity as Identity
+from driftline.detectors.alerts import alert_identity, segment_subject
 
 __all__ = ["IncidentBook"]
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from detectors.labels import is_positive, labels_equal
+from driftline.detectors.labels import is_positive, labels_equal
 
 __all__ = ["ClassificationKPIs", "LabelTracker", "PreparedEvents", "RegressionKPIs", "WindowKind"]
 

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch, version_runs
-from detectors.events import Labeled, Prediction, Source
-from detectors.generation import Generation, Task
-from detectors.held import HeldAlerts
-from detectors.incidents import IncidentBook
-from detectors.reference import ModelProfile
-from detectors.settings import MonitorSettings
+from driftline.detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch, version_runs
+from driftline.detectors.events import Labeled, Prediction, Source
+from driftline.detectors.generation import Generation, Task
+from driftline.detectors.held import HeldAlerts
+from driftline.detectors.incidents import IncidentBook
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import MonitorSettings
 
 __all__ = ["ModelMonitor"]
 
@@ -47,7 +47,7 @@ class ModelMonitor:
 
     Examples
     --------
-    >>> from detectors.events import Labeled, Source
+    >>> from driftline.detectors.events import Labeled, Source
     >>> import random
     >>> rng = random.Random(7)
     >>> monitor = ModelMonitor("m", MonitorSettings())

@@ -8,8 +8,8 @@ from typing import Literal
 
 import numpy as np
 
-from detectors.columns import FeatureColumns, FeatureKind
-from detectors.reference import CategoricalProfile, FeatureReference, ModelProfile
+from driftline.detectors.columns import FeatureColumns, FeatureKind
+from driftline.detectors.reference import CategoricalProfile, FeatureReference, ModelProfile
 
 QualityMetric = Literal[
     "null_rate", "type_mismatch_rate", "out_of_range_rate", "unseen_category_rate"
@@ -88,7 +88,7 @@ class QualityMonitor:
 
     Examples
     --------
-    >>> from detectors.columns import columnarize
+    >>> from driftline.detectors.columns import columnarize
     >>> monitor = QualityMonitor(window_size=100, every=50, reference_size=100)
     >>> kinds = {"x": "numeric"}
     >>> _ = monitor.update(columnarize([{"x": i % 10} for i in range(100)], kinds), kinds,

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from detectors.alerting import _ORDER, SEVERITIES, Severity, Transition, _check_count
-from detectors.stats import chi_square_2samp, ks_2samp
+from driftline.detectors.alerting import _ORDER, SEVERITIES, Severity, Transition, _check_count
+from driftline.detectors.stats import chi_square_2samp, ks_2samp
 
 __all__ = ["ChangePointAlertState", "ChangeSignal", "DriftedSample", "Recovery"]
 

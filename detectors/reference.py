@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.columns import FeatureColumns, FeatureKind, encode_with, null_mask
-from detectors.estimated import IsotonicCalibrator
-from detectors.multivariate import FeatureCorrelation
-from detectors.stats import bin_counts, bin_counts_sorted, quantile_edges
+from driftline.detectors.columns import FeatureColumns, FeatureKind, encode_with, null_mask
+from driftline.detectors.estimated import IsotonicCalibrator
+from driftline.detectors.multivariate import FeatureCorrelation
+from driftline.detectors.stats import bin_counts, bin_counts_sorted, quantile_edges
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_KEYS = ("p1", "p5", "p25", "p50", "p75", "p95", "p99")
@@ -530,7 +530,7 @@ class ModelProfile:
 
     Examples
     --------
-    >>> from detectors.columns import columnarize
+    >>> from driftline.detectors.columns import columnarize
     >>> rows = [{"x": float(i % 7), "c": "ab"[i % 2]} for i in range(100)]
     >>> kinds = {"x": "numeric", "c": "categorical"}
     >>> profile = ModelProfile.from_columns(columnarize(rows, kinds), kinds)
@@ -838,7 +838,7 @@ class FeatureReference:
 
     Examples
     --------
-    >>> from detectors.columns import columnarize
+    >>> from driftline.detectors.columns import columnarize
     >>> kinds = {"x": "numeric", "c": "categorical"}
     >>> reference = FeatureReference(size=100, sample_size=20)
     >>> rows = [{"x": float(i), "c": "ab"[i % 2]} for i in range(150)]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.stats import kolmogorov_sf
+from driftline.detectors.stats import kolmogorov_sf
 
 _SIGN = np.uint32(0x80000000)
 # Columns of the interpolation table, one row per (feature, k = sketch points <= value).

@@ -22,15 +22,15 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient
 
-from service import metrics
-from service.balance import InputBalancer
-from service.checkpoint import Checkpointer
-from service.config import Config, load_config, load_profile
-from service.errors import KafkaError
-from service.http import Health, serve
-from service.logs import get_logger, librdkafka_logger
-from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
-from service.topics import check_topology
+from driftline.service import metrics
+from driftline.service.balance import InputBalancer
+from driftline.service.checkpoint import Checkpointer
+from driftline.service.config import Config, load_config, load_profile
+from driftline.service.errors import KafkaError
+from driftline.service.http import Health, serve
+from driftline.service.logs import get_logger, librdkafka_logger
+from driftline.service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, Role
+from driftline.service.topics import check_topology
 
 ERROR_LOG_INTERVAL_S = 10.0
 FIRST_CHECKPOINT_S = 1.0  # after the first batch: a crash soon after a start loses little

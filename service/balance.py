@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from service import metrics
-from service.config import Config
-from service.pipeline import Pipeline, Role
+from driftline.service import metrics
+from driftline.service.config import Config
+from driftline.service.pipeline import Pipeline, Role
 
 Side = Literal["prediction", "outcome"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch, Sources
+from driftline.detectors.batch import ExpiredBatch, LabeledBatch, PredictionBatch, Sources
 
 _INT64 = np.int64
 _PREDICTION_FIELDS = attrgetter("model_version", "timestamp", "features", "prediction", "score")

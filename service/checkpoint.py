@@ -21,11 +21,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 
-from service import metrics
-from service.config import Config
-from service.errors import KafkaError
-from service.pipeline import BatchResult, InputRecord, Pipeline, Role
-from service.state import Positions, StateStore
+from driftline.service import metrics
+from driftline.service.config import Config
+from driftline.service.errors import KafkaError
+from driftline.service.pipeline import BatchResult, InputRecord, Pipeline, Role
+from driftline.service.state import Positions, StateStore
 
 
 class Checkpointer:

@@ -12,11 +12,11 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 import yaml
 
-from service.config import Config, load_config
-from service.errors import DriftlineError
+from driftline.service.config import Config, load_config
+from driftline.service.errors import DriftlineError
 
 if TYPE_CHECKING:
-    from detectors.estimated import IsotonicCalibrator
+    from driftline.detectors.estimated import IsotonicCalibrator
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -119,8 +119,8 @@ def _load(path: str | None) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from service.app import DriftlineApp
-    from service.logs import configure_logging
+    from driftline.service.app import DriftlineApp
+    from driftline.service.logs import configure_logging
 
     config = _load(args.config)
     configure_logging(config.logging.format, config.logging.level)
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
 def _alerts(args: argparse.Namespace) -> int:
     import signal
 
-    from service.tail import read_alerts, write
+    from driftline.service.tail import read_alerts, write
 
     config = load_config(args.config)
     interrupted = False
@@ -153,8 +153,8 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from service.config import load_profile
-    from service.replay import replay
+    from driftline.service.config import load_profile
+    from driftline.service.replay import replay
 
     config = _load(args.config)
     with ExitStack() as stack:
@@ -177,7 +177,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_summary(args: argparse.Namespace, emitted: list[dict[str, Any]]) -> None:
-    from service.summary import render_text, summarize, with_inputs
+    from driftline.service.summary import render_text, summarize, with_inputs
 
     summary = summarize(emitted, change_at_ms=args.change_at)
     with Path(args.input).open("rb") as source:
@@ -195,7 +195,7 @@ def _replay_summary(args: argparse.Namespace, emitted: list[dict[str, Any]]) -> 
 
 
 def _event_time(value: str) -> int:
-    from service.summary import parse_time_ms
+    from driftline.service.summary import parse_time_ms
 
     try:
         return parse_time_ms(value)
@@ -204,8 +204,8 @@ def _event_time(value: str) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from detectors.columns import columnarize, infer_kinds
-    from detectors.reference import ModelProfile
+    from driftline.detectors.columns import columnarize, infer_kinds
+    from driftline.detectors.reference import ModelProfile
 
     rows: list[dict[str, object]] = []
     outputs: list[dict[str, object]] = []
@@ -276,8 +276,8 @@ def _calibration(
     any)."""
     import numpy as np
 
-    from detectors.estimated import IsotonicCalibrator
-    from detectors.labels import is_positive
+    from driftline.detectors.estimated import IsotonicCalibrator
+    from driftline.detectors.labels import is_positive
 
     pairs = [
         (float(o["score"]), label)  # type: ignore[arg-type]
@@ -306,7 +306,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _create_topics(args: argparse.Namespace) -> int:
-    from service.topics import create_topics
+    from driftline.service.topics import create_topics
 
     config = _load(args.config)
     created = create_topics(config, args.partitions)

@@ -17,9 +17,9 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from detectors.reference import ModelProfile
-from detectors.settings import MonitorSettings
-from service.errors import ConfigError
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.errors import ConfigError
 
 ENV_PREFIX = "DRIFTLINE_"
 ENV_SHORTCUTS = {

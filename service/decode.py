@@ -18,7 +18,7 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from detectors.events import Outcome, Prediction, Score, Source
+from driftline.detectors.events import Outcome, Prediction, Score, Source
 
 SCHEMA_VERSION: Final = 1
 MAX_ID_LENGTH: Final = 256

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from service.join import Key
+from driftline.service.join import Key
 
 
 class PendingLabel:

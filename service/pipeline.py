@@ -11,15 +11,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from detectors.held import UNBOUNDED
-from detectors.monitor import ModelMonitor
-from detectors.reference import ModelProfile
-from detectors.settings import MonitorSettings
-from service.buffer import ModelBuffer
-from service.config import Config
-from service.decode import BatchDecoder, DecodeError, DecodeLimits
-from service.join import Expired, JoinBuffer
-from service.ordering import OutcomeOrder, PendingLabel
+from driftline.detectors.held import UNBOUNDED
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.buffer import ModelBuffer
+from driftline.service.config import Config
+from driftline.service.decode import BatchDecoder, DecodeError, DecodeLimits
+from driftline.service.join import Expired, JoinBuffer
+from driftline.service.ordering import OutcomeOrder, PendingLabel
 
 Role = Literal["prediction", "outcome"]
 

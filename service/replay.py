@@ -12,8 +12,15 @@ from typing import IO, Any
 
 import orjson
 
-from service.config import Config
-from service.pipeline import BatchResult, DeadLetter, InputRecord, Pipeline, ProfileLoader, Role
+from driftline.service.config import Config
+from driftline.service.pipeline import (
+    BatchResult,
+    DeadLetter,
+    InputRecord,
+    Pipeline,
+    ProfileLoader,
+    Role,
+)
 
 _ROLES: dict[str, Role] = {"predictions": "prediction", "outcomes": "outcome"}
 

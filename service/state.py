@@ -27,15 +27,15 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from detectors.monitor import ModelMonitor
-from service import metrics
-from service.config import Config
-from service.errors import SnapshotError
-from service.join import JoinBuffer
-from service.logs import get_logger
-from service.ordering import OutcomeOrder
-from service.pipeline import Pipeline, Role, Seen, Task
-from service.state_format import StateCodec, digest, from_tree, to_tree
+from driftline.detectors.monitor import ModelMonitor
+from driftline.service import metrics
+from driftline.service.config import Config
+from driftline.service.errors import SnapshotError
+from driftline.service.join import JoinBuffer
+from driftline.service.logs import get_logger
+from driftline.service.ordering import OutcomeOrder
+from driftline.service.pipeline import Pipeline, Role, Seen, Task
+from driftline.service.state_format import StateCodec, digest, from_tree, to_tree
 
 Positions = dict[Role, int]
 """Next offset of a task's prediction and outcome partitions."""

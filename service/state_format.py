@@ -35,9 +35,9 @@ import numpy as np
 import zstandard
 from pydantic import BaseModel
 
-from service.errors import SnapshotError
+from driftline.service.errors import SnapshotError
 
-STATE_FORMAT = 7
+STATE_FORMAT = 8
 _MAGIC = b"DLS3"  # the zstd container (formats 3 and later)
 _FORMAT_2_MAGIC = b"DLS2"  # zlib-compressed records (format 2); DLS1 were pickles
 # zstd, not zlib: a 20-feature model's record costs 0.7 ms to compress instead of 6 ms, at the
@@ -45,7 +45,7 @@ _FORMAT_2_MAGIC = b"DLS2"  # zlib-compressed records (format 2); DLS1 were pickl
 _ZSTD_LEVEL = 3
 _SIGNED, _UNSIGNED = b"S", b"U"
 _MAC_SIZE = hashlib.sha256().digest_size
-_ALLOWED_MODULES = ("detectors.", "service.")
+_ALLOWED_MODULES = ("driftline.detectors.", "driftline.service.")
 # Functions referenced by persisted objects may also live in these libraries.
 _ALLOWED_FUNCTION_MODULES = (*_ALLOWED_MODULES, "numpy", "math", "operator", "river.")
 _ADWIN_CLASS = "river.drift.adwin:ADWIN"

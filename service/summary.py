@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from detectors.alerts import AlertIdentity as IdentityKey
-from detectors.alerts import alert_identity, iso_ms
+from driftline.detectors.alerts import AlertIdentity as IdentityKey
+from driftline.detectors.alerts import alert_identity, iso_ms
 
 _SEVERITY_RANK = {"warning": 1, "critical": 2}
 

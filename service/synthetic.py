@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.events import Labeled, Prediction, Source
+from driftline.detectors.events import Labeled, Prediction, Source
 
 CATEGORIES = ("a", "b", "c", "d", "e", "f")
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from service.config import Config
+from driftline.service.config import Config
 
 __all__ = ["describe", "read_alerts"]
 

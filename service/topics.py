@@ -11,8 +11,8 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from service.config import Config
-from service.errors import KafkaError, TopologyError
+from driftline.service.config import Config
+from driftline.service.errors import KafkaError, TopologyError
 
 
 def check_topology(admin: AdminClient, config: Config) -> int | None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from service.synthetic import ModelStream, generate
+from driftline.service.synthetic import ModelStream, generate
 
 EVENTS = 10_000
 CHANGE_AT = 6_000

@@ -7,13 +7,13 @@ Label side (a ``LabeledBatch``): :class:`ConceptSignal` and :class:`KpiSignal`. 
 :class:`SignalContext`: the generation's alert book, rules and model version.
 """
 
-from detectors.signals.base import FeatureBatch, Signal, SignalContext, Task
-from detectors.signals.concept import ConceptSignal
-from detectors.signals.drift import DriftSignal, feature_columns
-from detectors.signals.estimated import EstimatedPerformanceSignal
-from detectors.signals.kpis import KpiSignal
-from detectors.signals.output import OutputColumns
-from detectors.signals.quality import QualitySignal
+from driftline.detectors.signals.base import FeatureBatch, Signal, SignalContext, Task
+from driftline.detectors.signals.concept import ConceptSignal
+from driftline.detectors.signals.drift import DriftSignal, feature_columns
+from driftline.detectors.signals.estimated import EstimatedPerformanceSignal
+from driftline.detectors.signals.kpis import KpiSignal
+from driftline.detectors.signals.output import OutputColumns
+from driftline.detectors.signals.quality import QualitySignal
 
 __all__ = [
     "ConceptSignal",

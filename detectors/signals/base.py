@@ -17,12 +17,12 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
-from detectors.alerting import AlertRule, Transition
-from detectors.alerts import AlertKind
-from detectors.batch import PredictionBatch
-from detectors.book import AlertBook
-from detectors.columns import FeatureColumns, FeatureKind
-from detectors.settings import DriftSettings, MonitorSettings, QualityLevels
+from driftline.detectors.alerting import AlertRule, Transition
+from driftline.detectors.alerts import AlertKind
+from driftline.detectors.batch import PredictionBatch
+from driftline.detectors.book import AlertBook
+from driftline.detectors.columns import FeatureColumns, FeatureKind
+from driftline.detectors.settings import DriftSettings, MonitorSettings, QualityLevels
 
 __all__ = [
     "FLOAT_OR_NONE",

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from detectors.batch import LabeledBatch
-from detectors.concept import ConceptDriftDetector
-from detectors.recovery import ChangePointAlertState, ChangeSignal
-from detectors.signals.base import SignalContext, Task, numbers
+from driftline.detectors.batch import LabeledBatch
+from driftline.detectors.concept import ConceptDriftDetector
+from driftline.detectors.recovery import ChangePointAlertState, ChangeSignal
+from driftline.detectors.signals.base import SignalContext, Task, numbers
 
 __all__ = ["ConceptSignal"]
 

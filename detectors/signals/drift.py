@@ -14,16 +14,16 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from detectors.alerting import AlertRule
-from detectors.alerts import AlertKind
-from detectors.batch import PredictionBatch
-from detectors.columns import FeatureColumns, FeatureKind
-from detectors.data_drift import DataDriftMonitor, DriftEvaluation
-from detectors.multivariate import CorrelationTest
-from detectors.recovery import DriftedSample
-from detectors.reference import ModelProfile
-from detectors.settings import DriftSettings, MultivariateDriftSettings
-from detectors.signals.base import FeatureBatch, SignalContext
+from driftline.detectors.alerting import AlertRule
+from driftline.detectors.alerts import AlertKind
+from driftline.detectors.batch import PredictionBatch
+from driftline.detectors.columns import FeatureColumns, FeatureKind
+from driftline.detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from driftline.detectors.multivariate import CorrelationTest
+from driftline.detectors.recovery import DriftedSample
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import DriftSettings, MultivariateDriftSettings
+from driftline.detectors.signals.base import FeatureBatch, SignalContext
 
 __all__ = ["ColumnSource", "DriftSignal", "drift_monitor", "feature_columns"]
 

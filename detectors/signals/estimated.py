@@ -15,17 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from detectors.alerting import AlertRule
-from detectors.batch import LabeledBatch
-from detectors.estimated import (
+from driftline.detectors.alerting import AlertRule
+from driftline.detectors.batch import LabeledBatch
+from driftline.detectors.estimated import (
     Estimate,
     EstimateCheck,
     IsotonicCalibrator,
     PerformanceEstimator,
     chance_right,
 )
-from detectors.labels import is_positive, label_key
-from detectors.signals.base import FeatureBatch, SignalContext, positive_scores, rounded, z_quantile
+from driftline.detectors.labels import is_positive, label_key
+from driftline.detectors.signals.base import (
+    FeatureBatch,
+    SignalContext,
+    positive_scores,
+    rounded,
+    z_quantile,
+)
 
 __all__ = ["DETECTOR", "EstimatedPerformanceSignal"]
 

@@ -14,13 +14,13 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from detectors.alerting import AlertRule
-from detectors.batch import LabeledBatch
-from detectors.events import Source
-from detectors.kpi import ClassificationKPIs, LabelTracker, Metrics, RegressionKPIs
-from detectors.labels import label_key
-from detectors.settings import HIGHER_IS_WORSE, Threshold
-from detectors.signals.base import (
+from driftline.detectors.alerting import AlertRule
+from driftline.detectors.batch import LabeledBatch
+from driftline.detectors.events import Source
+from driftline.detectors.kpi import ClassificationKPIs, LabelTracker, Metrics, RegressionKPIs
+from driftline.detectors.labels import label_key
+from driftline.detectors.settings import HIGHER_IS_WORSE, Threshold
+from driftline.detectors.signals.base import (
     SignalContext,
     Task,
     numbers,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from detectors.batch import PredictionBatch
-from detectors.columns import FeatureColumns, FeatureKind, column_of
-from detectors.reference import ModelProfile, NumericProfile
-from detectors.signals.base import FLOAT_OR_NONE, FeatureBatch
+from driftline.detectors.batch import PredictionBatch
+from driftline.detectors.columns import FeatureColumns, FeatureKind, column_of
+from driftline.detectors.reference import ModelProfile, NumericProfile
+from driftline.detectors.signals.base import FLOAT_OR_NONE, FeatureBatch
 
 __all__ = ["OutputColumns"]
 
@@ -26,7 +26,7 @@ class OutputColumns:
 
     Examples
     --------
-    >>> from detectors.events import Prediction, Source
+    >>> from driftline.detectors.events import Prediction, Source
     >>> batch = PredictionBatch.from_events(
     ...     [Prediction("1", "m", None, 5, {}, 1, 0.75, None, Source("p", 0, 5))]
     ... )

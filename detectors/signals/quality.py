@@ -11,9 +11,9 @@ import math
 from functools import cached_property
 from typing import Any
 
-from detectors.quality import QualityMonitor
-from detectors.reference import FeatureReference, ModelProfile
-from detectors.signals.base import FeatureBatch, SignalContext
+from driftline.detectors.quality import QualityMonitor
+from driftline.detectors.reference import FeatureReference, ModelProfile
+from driftline.detectors.signals.base import FeatureBatch, SignalContext
 
 __all__ = ["QualitySignal"]
 

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.alerting import AlertRule, Transition
-from detectors.alerts import AlertKind, segment_subject
-from detectors.batch import LabeledBatch
-from detectors.book import AlertBook, Identity
-from detectors.concept import default_params
-from detectors.kpi import LabelTracker
-from detectors.settings import MonitorSettings
-from detectors.signals.base import SignalContext, Task
-from detectors.signals.concept import ConceptSignal
-from detectors.signals.kpis import KpiSignal
+from driftline.detectors.alerting import AlertRule, Transition
+from driftline.detectors.alerts import AlertKind, segment_subject
+from driftline.detectors.batch import LabeledBatch
+from driftline.detectors.book import AlertBook, Identity
+from driftline.detectors.concept import default_params
+from driftline.detectors.kpi import LabelTracker
+from driftline.detectors.settings import MonitorSettings
+from driftline.detectors.signals.base import SignalContext, Task
+from driftline.detectors.signals.concept import ConceptSignal
+from driftline.detectors.signals.kpis import KpiSignal
 
 __all__ = ["OTHER", "SegmentSignals", "segment_settings"]
 

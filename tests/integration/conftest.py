@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIFTLINE = [sys.executable, "-m", "service.cli"]
+DRIFTLINE = [sys.executable, "-m", "driftline.service.cli"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

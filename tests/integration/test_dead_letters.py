@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from service.synthetic import ModelStream, generate
+from driftline.service.synthetic import ModelStream, generate
 
 from .conftest import ServiceProcess, Topics, produce, read_all, scrape, wait_processed
 

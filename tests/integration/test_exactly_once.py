@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka.admin import AdminClient
 
-from service.synthetic import ModelStream, generate
+from driftline.service.synthetic import ModelStream, generate
 
 from .conftest import ServiceProcess, Topics, produce, wait_processed
 from .test_state import (

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import yaml
 
-from service.synthetic import ModelStream, generate
+from driftline.service.synthetic import ModelStream, generate
 
 from .conftest import (
     ROOT,

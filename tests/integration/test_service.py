@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from service.config import load_config
-from service.replay import replay
-from service.synthetic import ModelStream, generate
+from driftline.service.config import load_config
+from driftline.service.replay import replay
+from driftline.service.synthetic import ModelStream, generate
 from tests.schemas import KPI_SCHEMA, validate_output
 
 from .conftest import (

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from service.state import model_key, task_key
-from service.state_format import StateCodec
-from service.synthetic import ModelStream, generate
+from driftline.service.state import model_key, task_key
+from driftline.service.state_format import StateCodec
+from driftline.service.synthetic import ModelStream, generate
 
 from .conftest import (
     ServiceProcess,

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from service.synthetic import ModelStream, generate
+from driftline.service.synthetic import ModelStream, generate
 
 from .conftest import (
     DRIFTLINE,

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors.monitor import ModelMonitor
-from detectors.settings import MonitorSettings
-from service.synthetic import ModelStream
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.synthetic import ModelStream
 from tests.schemas import SCHEMAS, validate_output
 from tests.unit.test_monitor import events, feed
 

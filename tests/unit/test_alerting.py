@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.alerting import AlertRule, AlertState, Severity, Transition
+from driftline.detectors.alerting import AlertRule, AlertState, Severity, Transition
 
 SEVERITIES: tuple[Severity, ...] = ("warning", "critical")
 Z_VALUES = (0.0, 1.0, 2.326)

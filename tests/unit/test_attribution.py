@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from detectors.batch import LabeledBatch, PredictionBatch
-from detectors.events import Labeled, Prediction, Source
-from detectors.monitor import ModelMonitor
-from detectors.settings import MonitorSettings
+from driftline.detectors.batch import LabeledBatch, PredictionBatch
+from driftline.detectors.events import Labeled, Prediction, Source
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.settings import MonitorSettings
 from tests.schemas import validate_output
 
 SMALL = {

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from service.config import Config, load_config
-from service.pipeline import InputRecord, Pipeline
-from service.synthetic import ModelStream, generate
+from driftline.service.config import Config, load_config
+from driftline.service.pipeline import InputRecord, Pipeline
+from driftline.service.synthetic import ModelStream, generate
 
 
 def config(**processing: object) -> Config:

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import detectors.columns
-from detectors.columns import (
+import driftline.detectors.columns
+from driftline.detectors.columns import (
     FeatureColumns,
     FeatureKind,
     column_of,
@@ -34,7 +34,7 @@ SCALARS = st.one_of(
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.columns).failed == 0
+    assert doctest.testmod(driftline.detectors.columns).failed == 0
 
 
 def test_infer_kinds_majority_of_non_null_values_and_bool_is_not_numeric() -> None:
@@ -329,7 +329,7 @@ def test_columnarize_numeric_block_equals_feature_by_feature(
     alone: numeric columns (NaN where NaN, the sign of zeros too), categorical columns,
     ``missing`` and ``type_mismatch``; features come in the order of ``kinds``. The block is
     watched so that both paths surely run, 300 batches or more each."""
-    block = detectors.columns._numeric_block
+    block = driftline.detectors.columns._numeric_block
     used: list[bool] = []
 
     def watched(rows: Sequence[Mapping[str, object]], names: list[str]) -> Any:
@@ -337,7 +337,7 @@ def test_columnarize_numeric_block_equals_feature_by_feature(
         used.append(out is not None)
         return out
 
-    monkeypatch.setattr(detectors.columns, "_numeric_block", watched)
+    monkeypatch.setattr(driftline.detectors.columns, "_numeric_block", watched)
     rng = random.Random(20240611)
     for _ in range(1000):
         rows, kinds = _batch(rng)

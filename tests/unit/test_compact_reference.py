@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from detectors.columns import FeatureColumns, FeatureKind
-from detectors.data_drift import DataDriftMonitor, DriftEvaluation
-from detectors.generation import Generation
-from detectors.quality import QualityMonitor
-from detectors.reference import FeatureReference
-from detectors.settings import MonitorSettings
-from detectors.stats import bin_counts, js_distance, kolmogorov_sf, psi, quantile_edges
+from driftline.detectors.columns import FeatureColumns, FeatureKind
+from driftline.detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from driftline.detectors.generation import Generation
+from driftline.detectors.quality import QualityMonitor
+from driftline.detectors.reference import FeatureReference
+from driftline.detectors.settings import MonitorSettings
+from driftline.detectors.stats import bin_counts, js_distance, kolmogorov_sf, psi, quantile_edges
 from tests.unit.test_data_drift import CATEGORIES, KINDS, NUMERIC, _numeric, model_batch
 
 S = 512  # sketch points per numeric feature (the default sample_size)

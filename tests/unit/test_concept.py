@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river.drift import binary
 
-from detectors.concept import DETECTORS, ConceptDriftDetector, ConceptSignal
+from driftline.detectors.concept import DETECTORS, ConceptDriftDetector, ConceptSignal
 
 FAST = [d for d in DETECTORS if d != "kswin"]  # KSWIN costs ~0.5 ms per event: short streams
 

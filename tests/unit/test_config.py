@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import REDACTED, load_config
-from service.errors import ConfigError
+from driftline.service.config import REDACTED, load_config
+from driftline.service.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,10 +13,10 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import detectors.data_drift
-from detectors.columns import FeatureColumns, FeatureKind, columnarize
-from detectors.data_drift import DataDriftMonitor, DriftEvaluation, _thresholds
-from detectors.reference import ModelProfile
+import driftline.detectors.data_drift
+from driftline.detectors.columns import FeatureColumns, FeatureKind, columnarize
+from driftline.detectors.data_drift import DataDriftMonitor, DriftEvaluation, _thresholds
+from driftline.detectors.reference import ModelProfile
 
 # -- a 20-feature model: 15 numeric features of varied shapes, 5 categorical with 3-8 cats ----
 
@@ -129,7 +129,7 @@ X: dict[str, FeatureKind] = {"x": "numeric"}
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.data_drift).failed == 0
+    assert doctest.testmod(driftline.detectors.data_drift).failed == 0
 
 
 @pytest.mark.parametrize(

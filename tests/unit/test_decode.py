@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.events import Source
-from service.decode import (
+from driftline.detectors.events import Source
+from driftline.service.decode import (
     REASONS,
     DecodeError,
     DecodeLimits,
@@ -268,7 +268,7 @@ def messages(draw: st.DrawFn, outcome: bool) -> bytes | None:
 
 
 def _same_as_per_message(values: list[bytes | None], outcome: bool) -> None:
-    from service.decode import BatchDecoder
+    from driftline.service.decode import BatchDecoder
 
     careful = decode_outcome if outcome else decode_prediction
     decoder = BatchDecoder(LIMITS)

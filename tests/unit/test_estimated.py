@@ -15,20 +15,20 @@ import pytest
 import yaml
 from scipy.optimize import isotonic_regression
 
-from detectors.batch import LabeledBatch, PredictionBatch
-from detectors.estimated import (
+from driftline.detectors.batch import LabeledBatch, PredictionBatch
+from driftline.detectors.estimated import (
     EstimateCheck,
     IsotonicCalibrator,
     PerformanceEstimator,
     expected_metrics,
 )
-from detectors.events import Labeled, Prediction, Source
-from detectors.generation import Generation
-from detectors.monitor import ModelMonitor
-from detectors.reference import ModelProfile
-from detectors.settings import MonitorSettings
-from service.cli import main
-from service.synthetic import ModelStream, generate
+from driftline.detectors.events import Labeled, Prediction, Source
+from driftline.detectors.generation import Generation
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.cli import main
+from driftline.service.synthetic import ModelStream, generate
 from tests.schemas import ALERT_SCHEMA, KPI_SCHEMA
 
 # -- calibration -------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.held import UNBOUNDED, HeldAlerts
-from service.pipeline import InputRecord, Pipeline, Role, Seen
-from service.state_format import StateCodec, from_tree, to_tree
-from service.synthetic import ModelStream
+from driftline.detectors.held import UNBOUNDED, HeldAlerts
+from driftline.service.pipeline import InputRecord, Pipeline, Role, Seen
+from driftline.service.state_format import StateCodec, from_tree, to_tree
+from driftline.service.synthetic import ModelStream
 
 from .test_buffering import Clock, config, records
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.alerts import iso_ms
-from detectors.incidents import IncidentBook
+from driftline.detectors.alerts import iso_ms
+from driftline.detectors.incidents import IncidentBook
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "incident.v1.json"
 

@@ -21,9 +21,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.config import Config
-from service.pipeline import InputRecord, Pipeline
-from service.state_format import _attributes
+from driftline.service.config import Config
+from driftline.service.pipeline import InputRecord, Pipeline
+from driftline.service.state_format import _attributes
 
 from .test_buffering import config
 from .test_state import inputs

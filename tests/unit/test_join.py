@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.join import Expired, JoinBuffer
+from driftline.service.join import Expired, JoinBuffer
 
 
 def add_prediction(join: JoinBuffer, event_id: str, ts: int, expired: Expired, model: str = "m"):
@@ -123,7 +123,7 @@ def test_every_pair_matches_in_any_arrival_order(order: list[int], sides: list[b
 
 
 def test_side_ahead_names_the_topic_beyond_the_allowed_skew() -> None:
-    from service.balance import side_ahead
+    from driftline.service.balance import side_ahead
 
     assert side_ahead(100_000, 0, max_skew_ms=60_000) == "prediction"
     assert side_ahead(0, 100_000, max_skew_ms=60_000) == "outcome"

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-import detectors.kpi
-from detectors.kpi import (
+import driftline.detectors.kpi
+from driftline.detectors.kpi import (
     ClassificationKPIs,
     LabelTracker,
     RegressionKPIs,
@@ -834,4 +834,4 @@ def test_label_array_keeps_python_equality() -> None:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.kpi).failed == 0
+    assert doctest.testmod(driftline.detectors.kpi).failed == 0

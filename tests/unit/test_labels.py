@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.labels import is_positive, label_key, labels_equal
+from driftline.detectors.labels import is_positive, label_key, labels_equal
 
 scalars = st.one_of(
     st.integers(-3, 3),

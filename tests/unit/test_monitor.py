@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from detectors.events import Labeled, Prediction, Source
-from detectors.monitor import ModelMonitor
-from detectors.settings import MonitorSettings
-from service.synthetic import ModelStream, as_events, generate
+from driftline.detectors.events import Labeled, Prediction, Source
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.synthetic import ModelStream, as_events, generate
 from tests.schemas import validate_output
 
 

@@ -11,13 +11,13 @@ import orjson
 import pytest
 from scipy import stats
 
-from detectors.columns import FeatureColumns
-from detectors.data_drift import DataDriftMonitor, DriftEvaluation
-from detectors.events import Prediction, Source
-from detectors.monitor import ModelMonitor
-from detectors.multivariate import CorrelationDrift, FeatureCorrelation, spearman_matrix
-from detectors.reference import FeatureReference, ModelProfile
-from detectors.settings import MonitorSettings
+from driftline.detectors.columns import FeatureColumns
+from driftline.detectors.data_drift import DataDriftMonitor, DriftEvaluation
+from driftline.detectors.events import Prediction, Source
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.multivariate import CorrelationDrift, FeatureCorrelation, spearman_matrix
+from driftline.detectors.reference import FeatureReference, ModelProfile
+from driftline.detectors.settings import MonitorSettings
 from tests.schemas import ALERT_SCHEMA, INCIDENT_SCHEMA
 
 NAMES = [f"x{i}" for i in range(20)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from service.ordering import OutcomeOrder
+from driftline.service.ordering import OutcomeOrder
 
 SKEW = 60_000
 

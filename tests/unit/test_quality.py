@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import detectors.quality
-from detectors.columns import FeatureKind, columnarize
-from detectors.quality import _BITS, QualityMeasure, QualityMonitor, _bit_counts
-from detectors.reference import ModelProfile
+import driftline.detectors.quality
+from driftline.detectors.columns import FeatureKind, columnarize
+from driftline.detectors.quality import _BITS, QualityMeasure, QualityMonitor, _bit_counts
+from driftline.detectors.reference import ModelProfile
 
 KINDS: dict[str, FeatureKind] = {"x": "numeric", "c": "categorical"}
 
@@ -40,7 +40,7 @@ def pick(measures: list[QualityMeasure], feature: str, metric: str) -> list[Qual
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.quality).failed == 0
+    assert doctest.testmod(driftline.detectors.quality).failed == 0
 
 
 @pytest.mark.parametrize(

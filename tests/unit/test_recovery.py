@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from detectors.recovery import ChangePointAlertState, ChangeSignal, Recovery
+from driftline.detectors.recovery import ChangePointAlertState, ChangeSignal, Recovery
 
 H = math.log(1e6)  # the resolve threshold of the default false_resolve_rate
 ESTIMATE = 500  # the default estimate_size

@@ -14,9 +14,9 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import detectors.reference
-from detectors.columns import FeatureColumns, FeatureKind, columnarize
-from detectors.reference import (
+import driftline.detectors.reference
+from driftline.detectors.columns import FeatureColumns, FeatureKind, columnarize
+from driftline.detectors.reference import (
     QUANTILE_KEYS,
     QUANTILES,
     CategoricalProfile,
@@ -26,12 +26,12 @@ from detectors.reference import (
     categorical_summary,
     numeric_summary,
 )
-from detectors.sketch import sketch_ks_wasserstein_rows
-from detectors.stats import ks_wasserstein_rows
+from driftline.detectors.sketch import sketch_ks_wasserstein_rows
+from driftline.detectors.stats import ks_wasserstein_rows
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.reference).failed == 0
+    assert doctest.testmod(driftline.detectors.reference).failed == 0
 
 
 def json_round_trip(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import orjson
 import pytest
 import yaml
 
-from service.cli import main
-from service.synthetic import ModelStream, generate
+from driftline.service.cli import main
+from driftline.service.synthetic import ModelStream, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,7 +126,7 @@ def test_profile_reference_detects_drift_from_the_first_event(tmp_path: Path) ->
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "driftline.service.cli", *args],
         cwd=ROOT,
         text=True,
         capture_output=True,
@@ -174,7 +174,7 @@ def test_replay_and_profile_need_no_kafka_client(tmp_path: Path) -> None:
             out.write(orjson.dumps({**prediction, "label": outcome["label"]}) + b"\n")
     blocked = (
         "import sys; sys.modules['confluent_kafka'] = None; "
-        "from service.cli import main; raise SystemExit(main(sys.argv[1:]))"
+        "from driftline.service.cli import main; raise SystemExit(main(sys.argv[1:]))"
     )
     for args in (
         ["replay", "--input", str(records), "--output", str(tmp_path / "alerts.jsonl")],

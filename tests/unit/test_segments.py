@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors.alerts import alert_identity
-from detectors.batch import LabeledBatch, Sources
-from detectors.events import Labeled, Source
-from detectors.monitor import ModelMonitor
-from detectors.settings import MonitorSettings
-from detectors.signals.segments import OTHER, segment_settings
+from driftline.detectors.alerts import alert_identity
+from driftline.detectors.batch import LabeledBatch, Sources
+from driftline.detectors.events import Labeled, Source
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.settings import MonitorSettings
+from driftline.detectors.signals.segments import OTHER, segment_settings
 from tests.schemas import validate_output
 
 LABEL_SIDE_ONLY = {

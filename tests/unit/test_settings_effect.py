@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from detectors.alerts import iso_ms
-from detectors.columns import columnarize
-from detectors.events import Labeled, Prediction, Source
-from detectors.monitor import ModelMonitor
-from detectors.reference import ModelProfile
-from detectors.settings import MonitorSettings, Threshold
+from driftline.detectors.alerts import iso_ms
+from driftline.detectors.columns import columnarize
+from driftline.detectors.events import Labeled, Prediction, Source
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.reference import ModelProfile
+from driftline.detectors.settings import MonitorSettings, Threshold
 
 Alert = dict[str, Any]
 FOREVER = 10**9

@@ -7,32 +7,32 @@ from types import ModuleType
 
 import pytest
 
-import detectors.generation
-import detectors.signals.base
-import detectors.signals.concept
-import detectors.signals.drift
-import detectors.signals.estimated
-import detectors.signals.kpis
-import detectors.signals.output
-import detectors.signals.quality
-from detectors.batch import LabeledBatch
-from detectors.events import Labeled, Source
-from detectors.generation import Generation
-from detectors.settings import MonitorSettings
-from detectors.signals import KpiSignal
+import driftline.detectors.generation
+import driftline.detectors.signals.base
+import driftline.detectors.signals.concept
+import driftline.detectors.signals.drift
+import driftline.detectors.signals.estimated
+import driftline.detectors.signals.kpis
+import driftline.detectors.signals.output
+import driftline.detectors.signals.quality
+from driftline.detectors.batch import LabeledBatch
+from driftline.detectors.events import Labeled, Source
+from driftline.detectors.generation import Generation
+from driftline.detectors.settings import MonitorSettings
+from driftline.detectors.signals import KpiSignal
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        detectors.generation,
-        detectors.signals.base,
-        detectors.signals.concept,
-        detectors.signals.drift,
-        detectors.signals.estimated,
-        detectors.signals.kpis,
-        detectors.signals.output,
-        detectors.signals.quality,
+        driftline.detectors.generation,
+        driftline.detectors.signals.base,
+        driftline.detectors.signals.concept,
+        driftline.detectors.signals.drift,
+        driftline.detectors.signals.estimated,
+        driftline.detectors.signals.kpis,
+        driftline.detectors.signals.output,
+        driftline.detectors.signals.quality,
     ],
 )
 def test_doctests(module: ModuleType) -> None:

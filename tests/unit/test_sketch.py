@@ -10,14 +10,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-import detectors.sketch
-from detectors.sketch import SketchCache, SketchCdf, sketch_ks_wasserstein_rows
+import driftline.detectors.sketch
+from driftline.detectors.sketch import SketchCache, SketchCdf, sketch_ks_wasserstein_rows
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.sketch).failed == 0
+    assert doctest.testmod(driftline.detectors.sketch).failed == 0
 
 
 def _draw(rng: np.random.Generator, style: str, size: int | tuple[int, int]) -> np.ndarray:

@@ -16,12 +16,12 @@ import msgspec
 import orjson
 import pytest
 
-from detectors.monitor import ModelMonitor
-from service.config import Config
-from service.pipeline import InputRecord, Pipeline
-from service.state import Record, StateStore, model_key, task_key
-from service.state_format import to_tree
-from service.synthetic import ModelStream
+from driftline.detectors.monitor import ModelMonitor
+from driftline.service.config import Config
+from driftline.service.pipeline import InputRecord, Pipeline
+from driftline.service.state import Record, StateStore, model_key, task_key
+from driftline.service.state_format import to_tree
+from driftline.service.synthetic import ModelStream
 
 from .test_buffering import config, records
 

@@ -20,13 +20,13 @@ import orjson
 import pytest
 import zstandard
 
-from detectors.events import Labeled, Source
-from detectors.monitor import ModelMonitor
-from detectors.settings import MonitorSettings
-from service.errors import SnapshotError
-from service.join import JoinBuffer
-from service.pipeline import InputRecord, Pipeline, Seen
-from service.state_format import (
+from driftline.detectors.events import Labeled, Source
+from driftline.detectors.monitor import ModelMonitor
+from driftline.detectors.settings import MonitorSettings
+from driftline.service.errors import SnapshotError
+from driftline.service.join import JoinBuffer
+from driftline.service.pipeline import InputRecord, Pipeline, Seen
+from driftline.service.state_format import (
     _ARRAY,
     _FUNCTION,
     _HELPER,
@@ -39,7 +39,7 @@ from service.state_format import (
     from_tree,
     to_tree,
 )
-from service.synthetic import ModelStream
+from driftline.service.synthetic import ModelStream
 
 from .test_buffering import config, records
 
@@ -158,8 +158,8 @@ def test_what_cannot_be_persisted_safely_is_refused_on_write(value: Any, reason:
         [_OBJECT, "pathlib:Path"],
         [_FUNCTION, "builtins:eval"],  # a foreign function
         [_FUNCTION, "os:system"],
-        [_FUNCTION, "service.state_format:<locals>.f"],
-        [_OBJECT, "service.state_format:no_such_class"],
+        [_FUNCTION, "driftline.service.state_format:<locals>.f"],
+        [_OBJECT, "driftline.service.state_format:no_such_class"],
         [_ARRAY, "|O", [1], b"\0" * 8, True],  # an object array
         [_HELPER, "x", ["import os"], b""],  # helper parameters that are not numbers
         [_REF, 0],  # a reference to nothing

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
-import detectors.stats
-from detectors.stats import (
+import driftline.detectors.stats
+from driftline.detectors.stats import (
     bin_counts,
     bin_counts_rows,
     bin_counts_sorted,
@@ -40,7 +40,7 @@ FINITE = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinit
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(detectors.stats).failed == 0
+    assert doctest.testmod(driftline.detectors.stats).failed == 0
 
 
 # -- survival functions: relative error 1e-10 against scipy, deep into the tail ----------------

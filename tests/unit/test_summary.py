@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from detectors.alerts import iso_ms
-from service.cli import main
-from service.summary import parse_time_ms, render_text, summarize, with_inputs
-from service.synthetic import ModelStream
+from driftline.detectors.alerts import iso_ms
+from driftline.service.cli import main
+from driftline.service.summary import parse_time_ms, render_text, summarize, with_inputs
+from driftline.service.synthetic import ModelStream
 from tests.unit.test_replay_cli import write_records
 
 T0 = 1_790_000_000_000
