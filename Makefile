@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## All tests, unit and integration, against a real broker (started here if none runs).
+## All tests, unit and integration, against a real broker (started here if none runs), a real
+## Prometheus, kcat and headless Chromium (installed from Debian's packages if missing).
 test: $(STAMP)
+	deploy/ensure-tools.sh
 	deploy/with-broker.sh $(PY) -m pytest tests driftline
 
 ## Unit tests only: the pure core and its docstring examples, no broker.

@@ -24,6 +24,7 @@ from driftline.detectors.recovery import DriftedSample
 from driftline.detectors.reference import ModelProfile
 from driftline.detectors.settings import DriftSettings, MultivariateDriftSettings
 from driftline.detectors.signals.base import FeatureBatch, SignalContext
+from driftline.detectors.trace import Series, TracePoint, recorder
 
 __all__ = ["ColumnSource", "DriftSignal", "drift_monitor", "feature_columns"]
 
@@ -101,6 +102,13 @@ class DriftSignal:
         """Forget the drifted states: the generation is superseded."""
         self._drifted.clear()
 
+    def _point(self, time_ms: int, name: str, score: float, level: float) -> TracePoint:
+        context = self.context
+        series: Series = "data_drift" if self.kind == "data_drift" else "prediction_drift"
+        return TracePoint(
+            context.model_id, context.model_version, time_ms, series, name, score, warning=level
+        )
+
     def _on_evaluation(
         self, evaluation: DriftEvaluation, batch: PredictionBatch
     ) -> list[dict[str, Any]]:
@@ -109,6 +117,7 @@ class DriftSignal:
         # Evidence is built only when an alert changes state, and once per evaluation.
         ranked: list[dict[str, Any]] | None = None
         alerts = []
+        record = recorder()
         for drift in evaluation.features:
             # The state machine runs on -log10(p) and fires at the corrected threshold. It
             # resolves only on evaluations that look like the reference (p >= resolve_p_value)
@@ -117,6 +126,8 @@ class DriftSignal:
             level = -math.log10(max(drift.threshold, 1e-300))
             rule = self.context.rule((kind, level), settings=settings, level=level)
             score = -math.log10(max(drift.p_value, 1e-300))
+            if record is not None:
+                record(self._point(trigger_ms, drift.feature, score, level))
             key = (kind, drift.feature)
             window = evaluation.windows.get(drift.feature)
             recovery_p: float | None = None
@@ -201,6 +212,10 @@ class DriftSignal:
         # 0.05 almost always).
         p_value = 10.0**-score
         adjusted = min(1.0, p_value * test.pairs_tested)
+        record = recorder()
+        if record is not None:
+            trigger_ms = int(batch.timestamps[evaluation.index])
+            record(self._point(trigger_ms, JOINT_DETECTOR, score, level))
         fired_rule = book.firing_rule(identity)
         if fired_rule is not None:
             recovered = adjusted >= settings.resolve_p_value and score <= level

@@ -28,6 +28,7 @@ from driftline.detectors.signals.base import (
     rounded,
     z_quantile,
 )
+from driftline.detectors.trace import Recorder, TracePoint, recorder
 
 __all__ = ["KpiSignal", "applies"]
 
@@ -213,6 +214,9 @@ class KpiSignal:
         n = int(values.get("n") or 0)
         alerts = []
         attribution: dict[str, Any] | None = None  # of the window, once per evaluation
+        record = recorder()
+        if record is not None:
+            self._record_coverage(record, trigger.labeled_at_ms)
         for position, threshold in enumerate(settings.thresholds):
             if not applies(threshold.metric, self.task):
                 continue
@@ -228,6 +232,21 @@ class KpiSignal:
                 if self._reference_values is None
                 else self._reference_values.get(threshold.metric)
             )
+            if record is not None:
+                context = self.context
+                record(
+                    TracePoint(
+                        context.model_id,
+                        context.model_version,
+                        trigger.labeled_at_ms,
+                        "kpi",
+                        threshold.metric,
+                        float(value),
+                        warning=rule.warning,
+                        critical=rule.critical,
+                        reference=reference,
+                    )
+                )
             identity = ("kpi_threshold", _rule_name(threshold), threshold.metric)
             transitions = self.context.book.transitions(identity, rule, float(value), n, se)
             if transitions and not complete:
@@ -278,6 +297,21 @@ class KpiSignal:
                     )
                 )
         return alerts
+
+    def _record_coverage(self, record: Recorder, time_ms: int) -> None:
+        coverage = self.labels.metrics().get("label_coverage")
+        if coverage is not None:
+            context = self.context
+            record(
+                TracePoint(
+                    context.model_id,
+                    context.model_version,
+                    time_ms,
+                    "label_coverage",
+                    "label_coverage",
+                    float(coverage),
+                )
+            )
 
     def _attribution(self) -> dict[str, Any]:
         """Where the window's errors concentrate by score, for a firing alert: the score bins

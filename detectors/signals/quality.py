@@ -11,9 +11,10 @@ import math
 from functools import cached_property
 from typing import Any
 
-from driftline.detectors.quality import QualityMonitor
+from driftline.detectors.quality import QualityMeasure, QualityMonitor
 from driftline.detectors.reference import FeatureReference, ModelProfile
 from driftline.detectors.signals.base import FeatureBatch, SignalContext
+from driftline.detectors.trace import TracePoint, recorder
 
 __all__ = ["QualitySignal"]
 
@@ -71,12 +72,28 @@ class QualitySignal:
             if (levels := getattr(q, metric)).warning is not None or levels.critical is not None
         }
 
+    def _point(self, measure: QualityMeasure, time_ms: int, base: float) -> TracePoint:
+        levels = getattr(self.context.settings.data_quality, measure.metric)
+        return TracePoint(
+            self.context.model_id,
+            self.context.model_version,
+            time_ms,
+            "data_quality",
+            measure.feature,
+            measure.value,
+            warning=None if levels.warning is None else base + levels.warning,
+            critical=None if levels.critical is None else base + levels.critical,
+            reference=measure.reference_value,
+            metric=measure.metric,
+        )
+
     def observe(self, batch: FeatureBatch) -> list[dict[str, Any]]:
         q = self.context.settings.data_quality
         lowest = self._lowest
         book = self.context.book
         predictions = batch.predictions
         alerts = []
+        record = recorder()
         for measure in self._monitor.update(batch.columns, batch.kinds, predictions.timestamps):
             level = lowest.get(measure.metric)
             if level is None:
@@ -84,6 +101,8 @@ class QualitySignal:
             if q.relative and measure.reference_value is None:
                 continue  # relative levels: nothing to be relative to before the reference
             base = (measure.reference_value or 0.0) if q.relative else 0.0
+            if record is not None:
+                record(self._point(measure, int(predictions.timestamps[measure.index]), base))
             if (
                 measure.value <= base + level
                 and ("data_quality", measure.metric, measure.feature) not in book

@@ -163,9 +163,9 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
         assert "models.fraud.data_drift.alpha" in result.stderr
 
 
-def test_replay_and_profile_need_no_kafka_client(tmp_path: Path) -> None:
+def test_replay_report_and_profile_need_no_kafka_client(tmp_path: Path) -> None:
     """The offline commands run where librdkafka is missing: with ``confluent_kafka`` made
-    unimportable, ``driftline replay`` and ``driftline profile`` still work."""
+    unimportable, ``driftline replay``, ``report`` and ``profile`` still work."""
     records = tmp_path / "records.jsonl"
     write_records(records, [ModelStream("m", seed=5)], 300)
     training = tmp_path / "training.jsonl"
@@ -179,6 +179,7 @@ def test_replay_and_profile_need_no_kafka_client(tmp_path: Path) -> None:
     for args in (
         ["replay", "--input", str(records), "--output", str(tmp_path / "alerts.jsonl")],
         ["profile", "--input", str(training), "--output", str(tmp_path / "profile.json")],
+        ["report", "--input", str(records), "--output", str(tmp_path / "report.html")],
     ):
         done = subprocess.run(
             [sys.executable, "-c", blocked, *args],
@@ -188,4 +189,5 @@ def test_replay_and_profile_need_no_kafka_client(tmp_path: Path) -> None:
             text=True,
         )
         assert done.returncode == 0, done.stderr
-    assert (tmp_path / "profile.json").exists() and (tmp_path / "alerts.jsonl").exists()
+    for written in ("profile.json", "alerts.jsonl", "report.html"):
+        assert (tmp_path / written).exists()

@@ -1,0 +1,111 @@
+"""``driftline report``: the curves are the ones the decisions were made from, recording them
+changes no decision, and the page needs nothing from the network."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+from driftline.detectors.trace import recorder
+from driftline.service.config import load_config
+from driftline.service.replay import replay
+from driftline.service.report import Report, build_report, render_report
+from driftline.service.synthetic import ModelStream
+from tests.unit.test_replay_cli import write_records
+
+CHANGE_AT = 7000  # after the data reference (the first 5,000 events) is full
+STEP_MS = ModelStream("x").step_ms
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "records.jsonl"
+    write_records(
+        path,
+        [
+            ModelStream(
+                "credit",
+                seed=11,
+                change_at=CHANGE_AT,
+                accuracy_after=0.7,
+                numeric_shift={"x1": 1.0},
+                null_rate={"x2": 0.2},
+            ),
+            ModelStream("fraud", seed=12),
+        ],
+        12000,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(records: Path) -> Report:
+    return build_report(load_config(None, environ={}), records)
+
+
+def test_recording_the_curves_changes_no_decision(records: Path, report: Report) -> None:
+    out = io.BytesIO()
+    with records.open("rb") as source:
+        replay(load_config(None, environ={}), source, out)
+    replayed = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    reported = [e for m in report.models for e in (*m.alerts, *m.incidents)]
+
+    def key(event: dict[str, object]) -> bytes:
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+
+    assert sorted(map(key, reported)) == sorted(map(key, replayed))
+    assert len(replayed) > 0
+    assert recorder() is None  # the recorder is gone after the report
+
+
+def test_the_degrading_model_has_every_curve_and_its_kpi_crosses_its_levels(
+    report: Report,
+) -> None:
+    credit = {m.model_id: m for m in report.models}["credit"]
+    change_ms = ModelStream("credit").start_ms + CHANGE_AT * STEP_MS
+    for series in ("kpi", "label_coverage", "data_drift", "prediction_drift", "data_quality"):
+        assert credit.series(series), series
+    accuracy = [p for p in credit.series("kpi") if p.name == "accuracy"]
+    for point in accuracy:
+        # The relative threshold: 5 and 10 points under the reference of the model version.
+        assert point.reference is not None
+        assert point.warning == pytest.approx(point.reference - 0.05)
+        assert point.critical == pytest.approx(point.reference - 0.10)
+    assert min(p.value for p in accuracy if p.time_ms < change_ms) > accuracy[0].critical
+    assert min(p.value for p in accuracy) < accuracy[0].critical
+    x1 = [p for p in credit.series("data_drift") if p.name == "x1"]
+    assert max(p.value for p in x1 if p.time_ms > change_ms) > x1[-1].warning
+    nulls = [p for p in credit.series("data_quality") if p.name == "x2" and p.metric == "null_rate"]
+    assert max(p.value for p in nulls if p.time_ms < change_ms) == 0.0
+    assert max(p.value for p in nulls) > 0.15
+
+
+def test_the_backtest_finds_the_degradation_and_driftline_catches_it(report: Report) -> None:
+    change_ms = ModelStream("credit").start_ms + CHANGE_AT * STEP_MS
+    credit = report.backtests["credit"]
+    (period,) = credit.periods
+    assert period.detected_at_ms is not None
+    # The period starts at the window boundary before the change or just after it.
+    assert abs(period.start_ms - change_ms) <= 1000 * STEP_MS
+    configured, never, every = credit.policies
+    assert configured.periods_detected == 1 and never.periods_missed == 1
+    assert every.alerts > configured.alerts_outside_periods
+    fraud = report.backtests["fraud"]
+    assert fraud.periods == ()
+    assert fraud.policies[0].alerts == 0  # the stable model: driftline stays quiet
+
+
+def test_the_page_is_self_contained(report: Report) -> None:
+    page = render_report(report)
+    assert page.count("<svg") == len(report.models) == 2
+    assert 'id="model-credit"' in page and 'id="model-fraud"' in page
+    assert "<script" not in page.lower()
+    # Nothing to fetch: no external sources, styles or imports. (The SVG namespace URIs are
+    # names, not requests.)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert not re.search(r"@import|url\(\s*['\"]?https?:", page)
+    assert "<link" not in page.lower()
