@@ -18,7 +18,7 @@ start: make the action idempotent by ``incident_id`` if that matters.)
 Run it next to driftline::
 
     python deploy/examples/retrain_subscriber.py --bootstrap-servers kafka:9092 \\
-        --topic driftline-alerts --group retrain-credit --model credit \\
+        --topic alerts --group retrain-credit --model credit \\
         --command "python train.py --reason-from-stdin"
 
 It logs one JSON line per decision to standard output (``acted``, ``caught_up`` when it has read
@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap-servers", required=True)
-    parser.add_argument("--topic", default="driftline-alerts", help="driftline's alerts topic")
+    parser.add_argument("--topic", default="alerts", help="driftline's alerts topic")
     parser.add_argument("--group", required=True, help="consumer group: its offsets are the memory")
     parser.add_argument(
         "--status",

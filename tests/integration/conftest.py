@@ -392,3 +392,18 @@ def scrape(url: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def essentials(alert: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies an alert decision, compared between a live run and a replay."""
+    return (
+        alert["model_id"],
+        alert["kind"],
+        alert["status"],
+        alert["severity"],
+        alert["detector"],
+        alert.get("metric"),
+        alert.get("feature"),
+        round(alert["value"], 9) if isinstance(alert["value"], float) else alert["value"],
+        round(alert["threshold"], 9) if isinstance(alert["threshold"], float) else None,
+    )

@@ -20,6 +20,7 @@ from tests.schemas import KPI_SCHEMA, validate_output
 from .conftest import (
     ServiceProcess,
     Topics,
+    essentials,
     produce_events,
     read_all,
     read_until,
@@ -30,20 +31,6 @@ from .conftest import (
 
 DEGRADED = ModelStream("credit", seed=11, change_at=3000, accuracy_after=0.70)
 HEALTHY = ModelStream("fraud", seed=12)
-
-
-def essentials(alert: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        alert["model_id"],
-        alert["kind"],
-        alert["status"],
-        alert["severity"],
-        alert["detector"],
-        alert.get("metric"),
-        alert.get("feature"),
-        round(alert["value"], 9) if isinstance(alert["value"], float) else alert["value"],
-        round(alert["threshold"], 9) if isinstance(alert["threshold"], float) else None,
-    )
 
 
 def replay_alerts(
