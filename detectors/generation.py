@@ -40,7 +40,9 @@ from driftline.detectors.signals import (
     feature_columns,
 )
 from driftline.detectors.signals.base import rounded
+from driftline.detectors.signals.kpis import record_coverage
 from driftline.detectors.signals.segments import SegmentSignals
+from driftline.detectors.trace import recorder
 
 __all__ = ["Generation", "Task"]
 
@@ -226,6 +228,10 @@ class Generation:
         """Predictions whose outcome never came: they lower label coverage."""
         if predictions.n:
             self._labels.update_expired(predictions.n, predictions.timestamps)
+            record = recorder()
+            if record is not None:
+                last_ms = int(predictions.timestamps[-1])
+                record_coverage(record, self._context, self._labels, last_ms)
         return []
 
     def _start_label_side(self, task: Task) -> None:

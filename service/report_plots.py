@@ -138,7 +138,9 @@ def _coverage(ax: Axes, points: Sequence[TracePoint]) -> None:
     if not points:
         _empty(ax, title, "no outcomes")
         return
-    ax.plot(_times(points), [p.value for p in points], color="#1565c0", lw=1.2)
+    # Recorded at KPI evaluations and as predictions expire: two streams, merged in time.
+    ordered = sorted(points, key=lambda p: p.time_ms)
+    ax.plot(_times(ordered), [p.value for p in ordered], color="#1565c0", lw=1.2)
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title, loc="left")
 

@@ -30,7 +30,7 @@ from driftline.detectors.signals.base import (
 )
 from driftline.detectors.trace import Recorder, TracePoint, recorder
 
-__all__ = ["KpiSignal", "applies"]
+__all__ = ["KpiSignal", "applies", "record_coverage"]
 
 _SCORE_BINS = 10  # equal bins of the score, for where errors concentrate
 _ATTRIBUTION_BINS = 3
@@ -216,7 +216,7 @@ class KpiSignal:
         attribution: dict[str, Any] | None = None  # of the window, once per evaluation
         record = recorder()
         if record is not None:
-            self._record_coverage(record, trigger.labeled_at_ms)
+            record_coverage(record, self.context, self.labels, trigger.labeled_at_ms)
         for position, threshold in enumerate(settings.thresholds):
             if not applies(threshold.metric, self.task):
                 continue
@@ -297,21 +297,6 @@ class KpiSignal:
                     )
                 )
         return alerts
-
-    def _record_coverage(self, record: Recorder, time_ms: int) -> None:
-        coverage = self.labels.metrics().get("label_coverage")
-        if coverage is not None:
-            context = self.context
-            record(
-                TracePoint(
-                    context.model_id,
-                    context.model_version,
-                    time_ms,
-                    "label_coverage",
-                    "label_coverage",
-                    float(coverage),
-                )
-            )
 
     def _attribution(self) -> dict[str, Any]:
         """Where the window's errors concentrate by score, for a firing alert: the score bins
@@ -396,6 +381,25 @@ _CLASSIFICATION_ONLY = frozenset(
     {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "positive_rate"}
 )
 _REGRESSION_ONLY = frozenset({"mae", "rmse", "mape", "r2"})
+
+
+def record_coverage(
+    record: Recorder, context: SignalContext, labels: LabelTracker, time_ms: int
+) -> None:
+    """The label coverage as it stands, for a report: at KPI evaluations and when predictions
+    expire unlabelled (when outcomes stop, only the latter happen)."""
+    coverage = labels.measure(("label_coverage",))[0].get("label_coverage")  # running counts
+    if coverage is not None:
+        record(
+            TracePoint(
+                context.model_id,
+                context.model_version,
+                time_ms,
+                "label_coverage",
+                "label_coverage",
+                float(coverage),
+            )
+        )
 
 
 def applies(metric: str, task: Task | None) -> bool:

@@ -14,7 +14,7 @@ from driftline.detectors.trace import recorder
 from driftline.service.config import load_config
 from driftline.service.replay import replay
 from driftline.service.report import Report, build_report, render_report
-from driftline.service.synthetic import ModelStream
+from driftline.service.synthetic import ModelStream, generate
 from tests.unit.test_replay_cli import write_records
 
 CHANGE_AT = 7000  # after the data reference (the first 5,000 events) is full
@@ -109,3 +109,29 @@ def test_the_page_is_self_contained(report: Report) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert not re.search(r"@import|url\(\s*['\"]?https?:", page)
     assert "<link" not in page.lower()
+
+
+def test_label_coverage_falls_when_the_outcomes_stop(tmp_path: Path) -> None:
+    """With no outcome of a model after event 3,000 it has no KPI evaluation any more; its
+    coverage curve still follows its predictions as they expire unlabelled. (They expire by the
+    label stream of their partition, here another model's outcomes, 30 s of event time on.)"""
+    quiet, busy = ModelStream("quiet", seed=13), ModelStream("busy", seed=14)
+    stop_ms = quiet.start_ms + 3000 * STEP_MS
+    path = tmp_path / "records.jsonl"
+    with path.open("wb") as out:
+        for pairs in zip(generate(quiet, 6000), generate(busy, 6000), strict=True):
+            for prediction, outcome in pairs:
+                key = prediction["model_id"]
+                out.write(orjson.dumps({"topic": "predictions", "key": key, "value": prediction}))
+                out.write(b"\n")
+                if key == "busy" or prediction["timestamp"] < stop_ms:
+                    out.write(orjson.dumps({"topic": "outcomes", "key": key, "value": outcome}))
+                    out.write(b"\n")
+    config = load_config(None, environ={"DRIFTLINE_PROCESSING__JOIN_WAIT_S": "30"})
+    traces = {m.model_id: m for m in build_report(config, path).models}
+    coverage = sorted(traces["quiet"].series("label_coverage"), key=lambda p: p.time_ms)
+    assert max(p.time_ms for p in traces["quiet"].series("kpi")) < stop_ms + 1000
+    assert coverage[0].value == 1.0
+    after = [p for p in coverage if p.time_ms > stop_ms + 200_000]
+    assert after and after[-1].value < 0.05
+    assert min(p.value for p in traces["busy"].series("label_coverage")) == 1.0
