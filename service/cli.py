@@ -77,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="event time at which the models are known to have changed: the first table then "
         "gives the time to detect from it",
     )
+    report.add_argument(
+        "--plots",
+        type=_at_least_one,
+        default=50,
+        metavar="N",
+        help="draw the figures of at most N models, those with the most incidents, degradation "
+        "periods and alerts (default 50; every model is in the tables)",
+    )
     report.set_defaults(handler=_report)
 
     prof = sub.add_parser("profile", help="make a baseline profile from training data")
@@ -205,7 +213,7 @@ def _report(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     report = build_report(config, Path(args.input), load_profile, change_at_ms=args.change_at)
-    Path(args.output).write_text(render_report(report), encoding="utf-8")
+    Path(args.output).write_text(render_report(report, args.plots), encoding="utf-8")
     print(
         f"report of {report.records} records and {len(report.models)} models written to "
         f"{args.output}",
@@ -230,6 +238,13 @@ def _replay_summary(args: argparse.Namespace, emitted: list[dict[str, Any]]) -> 
         out = sys.stdout if args.output else sys.stderr
         out.write(render_text(summary))
         out.flush()
+
+
+def _at_least_one(value: str) -> int:
+    number = int(value) if value.strip().lstrip("-").isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
 
 
 def _event_time(value: str) -> int:

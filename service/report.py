@@ -100,12 +100,15 @@ def _primary_metric(points: Sequence[TracePoint]) -> str | None:
     return points[0].name if points else None
 
 
-def render_report(report: Report) -> str:
-    """The report as one self-contained HTML page."""
+def render_report(report: Report, max_plots: int = 50) -> str:
+    """The report as one self-contained HTML page, with the figures of at most ``max_plots``
+    models: those with the most incidents, then labelled degradation periods, then alerts (a
+    figure is about 100 KB and a second to draw; every model is in the tables)."""
     # matplotlib is imported here: replay and the service do not need it.
     from driftline.service.report_plots import model_figure
 
     by_model = {m.model_id: m for m in report.summary.models}
+    plotted = {trace.model_id for trace in _ranked(report, by_model)[:max_plots]}
     sections = [
         _model_section(
             trace,
@@ -114,7 +117,14 @@ def render_report(report: Report) -> str:
             model_figure(trace, report.backtests[trace.model_id]),
         )
         for trace in report.models
+        if trace.model_id in plotted
     ]
+    if len(plotted) < len(report.models):
+        sections.append(
+            f"<p class=meta>{len(report.models) - len(plotted)} quieter models are in the tables "
+            f"only: the figures are of the {len(plotted)} with the most incidents, degradation "
+            "periods and alerts (<code>--plots</code> sets how many).</p>"
+        )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return _PAGE.format(
         title=html.escape(f"driftline report: {report.source_name}"),
@@ -123,10 +133,24 @@ def render_report(report: Report) -> str:
         dead=report.dead_letters,
         models=len(report.models),
         generated=generated,
-        overview=_overview(report, by_model),
+        overview=_overview(report, by_model, plotted),
         policies=_policies(report),
         sections="\n".join(sections),
     )
+
+
+def _ranked(report: Report, by_model: Mapping[str, ModelSummary]) -> list[ModelTrace]:
+    def weight(trace: ModelTrace) -> tuple[int, int, int, str]:
+        summary = by_model.get(trace.model_id)
+        incidents = len(summary.incidents) if summary else 0
+        periods = len(report.backtests[trace.model_id].periods)
+        return (-incidents, -periods, -len(trace.alerts), trace.model_id)
+
+    return sorted(report.models, key=weight)
+
+
+def _link(anchor: str, plotted: bool) -> str:
+    return f'<a href="#model-{anchor}">{anchor}</a>' if plotted else anchor
 
 
 def _duration(ms: float | None) -> str:
@@ -140,7 +164,7 @@ def _duration(ms: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _overview(report: Report, by_model: Mapping[str, ModelSummary]) -> str:
+def _overview(report: Report, by_model: Mapping[str, ModelSummary], plotted: set[str]) -> str:
     rows = []
     for trace in report.models:
         summary = by_model.get(trace.model_id)
@@ -161,7 +185,7 @@ def _overview(report: Report, by_model: Mapping[str, ModelSummary]) -> str:
         first = min((i.opened_at for i in incidents if i.opened_at), default=None)
         anchor = html.escape(trace.model_id)
         rows.append(
-            f'<tr><td><a href="#model-{anchor}">{anchor}</a></td><td>{len(incidents)}</td>'
+            f"<tr><td>{_link(anchor, trace.model_id in plotted)}</td><td>{len(incidents)}</td>"
             f"<td>{html.escape(first or '—')}</td><td>{len(trace.alerts)}</td>"
             f"<td>{len(result.periods)}</td><td>{html.escape(detect)}</td></tr>"
         )

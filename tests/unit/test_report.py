@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -135,3 +137,24 @@ def test_label_coverage_falls_when_the_outcomes_stop(tmp_path: Path) -> None:
     after = [p for p in coverage if p.time_ms > stop_ms + 200_000]
     assert after and after[-1].value < 0.05
     assert min(p.value for p in traces["busy"].series("label_coverage")) == 1.0
+
+
+def test_plots_caps_the_figures_at_the_models_that_matter_most(report: Report) -> None:
+    page = render_report(report, max_plots=1)
+    assert page.count("<svg") == 1
+    assert 'id="model-credit"' in page and 'id="model-fraud"' not in page
+    assert "<td>fraud</td>" in page  # still in the tables, without a link to a figure
+    assert "1 quieter models are in the tables only" in page
+
+
+def test_plots_must_be_at_least_one(records: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "driftline.service.cli", "report", "--input", str(records),
+         "--output", str(tmp_path / "r.html"), "--plots", "0"],
+        check=False,  # the assertion shows stderr
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--plots" in done.stderr and "at least 1" in done.stderr
+    assert not (tmp_path / "r.html").exists()
