@@ -48,7 +48,7 @@ def model_figure(trace: ModelTrace, result: ModelBacktest) -> str:
     with rc_context({"svg.hashsalt": trace.model_id, "svg.fonttype": "path", "font.size": 9}):
         figure = Figure(figsize=(12, 13), layout="constrained")
         axes = figure.subplots(5, 1, sharex=True, height_ratios=[3, 1.3, 2.2, 1.6, 1.8])
-        _kpis(axes[0], trace.series("kpi"), result)
+        _kpis(axes[0], trace.series("kpi"), trace.series("estimated"), result)
         _coverage(axes[1], trace.series("label_coverage"))
         fired = {a.get("feature") for a in trace.alerts if a.get("kind") == "data_drift"}
         _drift(axes[2], trace.series("data_drift"), fired, "data drift: −log10(p) per feature")
@@ -100,11 +100,26 @@ def _levels(ax: Axes, points: Sequence[TracePoint], label: str) -> None:
             ax.step(times, values, where="post", color=color, lw=1, ls=":", label=f"{label} {name}")
 
 
-def _kpis(ax: Axes, points: Sequence[TracePoint], result: ModelBacktest) -> None:
+def _kpis(
+    ax: Axes, points: Sequence[TracePoint], estimated: Sequence[TracePoint], result: ModelBacktest
+) -> None:
     title = "rolling KPIs, reference and thresholds"
-    if not points:
+    if not points and not estimated:
         _empty(ax, title, "no labelled KPI evaluations (no outcomes, or reference not yet full)")
         return
+    if estimated:
+        # The label-free estimate (CBPE) is drawn on the prediction time of its window: it is
+        # there before the labels are, and where they never come.
+        ax.plot(
+            _times(estimated),
+            [p.value for p in estimated],
+            color="#7b1fa2",
+            lw=1.1,
+            ls="-.",
+            label="estimated accuracy (no labels)",
+        )
+        if not points:
+            _levels(ax, estimated, "estimated")
     for name, series in _grouped(points, lambda p: p.name).items():
         times = _times(series)
         ax.plot(times, [p.value for p in series], lw=1.4, label=name)

@@ -32,6 +32,7 @@ from driftline.detectors.signals.base import (
     rounded,
     z_quantile,
 )
+from driftline.detectors.trace import TracePoint, recorder
 
 __all__ = ["DETECTOR", "EstimatedPerformanceSignal"]
 
@@ -132,6 +133,22 @@ class EstimatedPerformanceSignal:
             )
         rule = self._rule
         value, se = estimate.metrics["accuracy"], estimate.accuracy_se
+        record = recorder()
+        if record is not None:
+            context = self.context
+            record(
+                TracePoint(
+                    context.model_id,
+                    context.model_version,
+                    int(batch.predictions.timestamps[estimate.index]),
+                    "estimated",
+                    "accuracy",
+                    value,
+                    warning=rule.warning,
+                    critical=rule.critical,
+                    reference=reference,
+                )
+            )
         transitions = self.context.book.transitions(_IDENTITY, rule, value, estimate.n, se)
         if not transitions:
             return []

@@ -69,8 +69,13 @@ def test_the_degrading_model_has_every_curve_and_its_kpi_crosses_its_levels(
 ) -> None:
     credit = {m.model_id: m for m in report.models}["credit"]
     change_ms = ModelStream("credit").start_ms + CHANGE_AT * STEP_MS
-    for series in ("kpi", "label_coverage", "data_drift", "prediction_drift", "data_quality"):
+    every = ("kpi", "label_coverage", "data_drift", "prediction_drift", "data_quality", "estimated")
+    for series in every:
         assert credit.series(series), series
+    for point in credit.series("estimated"):
+        # The label-free estimate's levels: 3 and 6 points under its own reference.
+        assert point.reference is not None and point.warning is not None
+        assert point.warning == pytest.approx(point.reference - 0.03)
     accuracy = [p for p in credit.series("kpi") if p.name == "accuracy"]
     for point in accuracy:
         # The relative threshold: 5 and 10 points under the reference of the model version.
