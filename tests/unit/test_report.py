@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -163,3 +164,36 @@ def test_plots_must_be_at_least_one(records: Path, tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--plots" in done.stderr and "at least 1" in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_regression_model_is_backtested_on_its_error(tmp_path: Path) -> None:
+    """RMSE is worse upwards: its degradation periods are where it rises above its level."""
+    rng = np.random.default_rng(5)
+    start_ms, change = ModelStream("x").start_ms, 7000
+    path = tmp_path / "regression.jsonl"
+    with path.open("wb") as out:
+        for i in range(12000):
+            x = rng.standard_normal(3)
+            truth = float(x.sum())
+            noise = 0.3 if i < change else 0.9  # the error triples at the change
+            features = {name: round(float(v), 5) for name, v in zip("abc", x, strict=True)}
+            prediction = {
+                "event_id": f"r{i}", "model_id": "price", "model_version": "v1",
+                "timestamp": start_ms + i * STEP_MS, "features": features,
+                "prediction": round(truth + float(rng.normal(0, noise)), 5),
+            }  # fmt: skip
+            outcome = {
+                "event_id": f"r{i}", "model_id": "price",
+                "timestamp": start_ms + i * STEP_MS + 500, "label": round(truth, 5) + 1e-7,
+            }  # fmt: skip
+            for topic, event in (("predictions", prediction), ("outcomes", outcome)):
+                out.write(orjson.dumps({"topic": topic, "key": "price", "value": event}) + b"\n")
+    report = build_report(load_config(None, environ={}), path)
+    price = report.backtests["price"]
+    assert price.metric == "rmse"
+    (period,) = price.periods
+    assert period.detected_at_ms is not None
+    assert abs(period.start_ms - (start_ms + change * STEP_MS)) <= 1000 * STEP_MS
+    assert all(w.value > w.reference for w in price.windows if w.degraded)
+    assert report.models[0].series("estimated") == []  # no label-free estimate for regression
+    assert render_report(report).count("<svg") == 1
