@@ -2,7 +2,7 @@
 
 matplotlib rather than a JavaScript plotting library: the SVG it writes is static markup, so the
 report is one file that needs no script and no network to open, prints as it looks, and stays
-small (a model's figure is about 200 KB; plotly's bundled JavaScript alone is 3.5 MB). The Figure
+small (a model's figure is about 100 KB; plotly's bundled JavaScript alone is 3.5 MB). The Figure
 API is used directly, without pyplot's global state.
 """
 
