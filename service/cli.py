@@ -241,7 +241,10 @@ def _replay_summary(args: argparse.Namespace, emitted: list[dict[str, Any]]) -> 
 
 
 def _at_least_one(value: str) -> int:
-    number = int(value) if value.strip().lstrip("-").isdigit() else 0
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return number

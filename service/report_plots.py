@@ -70,13 +70,19 @@ def model_figure(trace: ModelTrace, result: ModelBacktest) -> str:
     return text[text.index("<svg") :]
 
 
+_MS_PER_DAY = 86_400_000  # matplotlib's date unit: days since 1970-01-01 (its default epoch)
+
+
 def _day(ms: float) -> float:
-    """matplotlib's date unit: days since 1970-01-01 (its default epoch)."""
-    return ms / 86_400_000
+    return ms / _MS_PER_DAY
 
 
 def _times(points: Sequence[TracePoint]) -> np.ndarray:
-    return np.array([p.time_ms for p in points], dtype=np.float64) / 86_400_000
+    return _days([p.time_ms for p in points])
+
+
+def _days(times_ms: Sequence[int]) -> np.ndarray:
+    return np.array(times_ms, dtype=np.float64) / _MS_PER_DAY
 
 
 def _empty(ax: Axes, title: str, why: str) -> None:
@@ -202,11 +208,12 @@ def _quality(ax: Axes, points: Sequence[TracePoint]) -> None:
     if not live:
         # Nothing but zeros: each rate's worst feature, flat at 0, says so on the plot.
         for metric, series in _grouped(points, lambda p: p.metric or "").items():
-            worst = _grouped(series, lambda p: str(p.time_ms))
-            times = np.array([int(k) for k in worst], dtype=np.float64) / 86_400_000
+            worst: dict[int, float] = {}
+            for point in series:
+                worst[point.time_ms] = max(worst.get(point.time_ms, 0.0), point.value)
             ax.plot(
-                times,
-                [max(p.value for p in v) for v in worst.values()],
+                _days(list(worst)),
+                list(worst.values()),
                 lw=1.2,
                 label=f"{metric}, worst feature",
             )

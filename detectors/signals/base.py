@@ -23,6 +23,7 @@ from driftline.detectors.batch import PredictionBatch
 from driftline.detectors.book import AlertBook
 from driftline.detectors.columns import FeatureColumns, FeatureKind
 from driftline.detectors.settings import DriftSettings, MonitorSettings, QualityLevels
+from driftline.detectors.trace import Series, TracePoint
 
 __all__ = [
     "FLOAT_OR_NONE",
@@ -129,6 +130,32 @@ class SignalContext:
     def alert(self, kind: AlertKind, transition: Transition, **fields: Any) -> dict[str, Any]:
         """The alert event of ``transition``, stamped with the current model version."""
         return self.book.alert(kind, transition, model_version=self.model_version, **fields)
+
+    def point(
+        self,
+        time_ms: int,
+        series: Series,
+        name: str,
+        value: float,
+        *,
+        warning: float | None = None,
+        critical: float | None = None,
+        reference: float | None = None,
+        metric: str | None = None,
+    ) -> TracePoint:
+        """An evaluation for the trace recorder, stamped with the model and current version."""
+        return TracePoint(
+            self.model_id,
+            self.model_version,
+            time_ms,
+            series,
+            name,
+            value,
+            warning=warning,
+            critical=critical,
+            reference=reference,
+            metric=metric,
+        )
 
 
 @lru_cache(maxsize=64)

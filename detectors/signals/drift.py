@@ -103,11 +103,8 @@ class DriftSignal:
         self._drifted.clear()
 
     def _point(self, time_ms: int, name: str, score: float, level: float) -> TracePoint:
-        context = self.context
         series: Series = "data_drift" if self.kind == "data_drift" else "prediction_drift"
-        return TracePoint(
-            context.model_id, context.model_version, time_ms, series, name, score, warning=level
-        )
+        return self.context.point(time_ms, series, name, score, warning=level)
 
     def _on_evaluation(
         self, evaluation: DriftEvaluation, batch: PredictionBatch

@@ -32,7 +32,7 @@ from driftline.detectors.signals.base import (
     rounded,
     z_quantile,
 )
-from driftline.detectors.trace import TracePoint, recorder
+from driftline.detectors.trace import recorder
 
 __all__ = ["DETECTOR", "EstimatedPerformanceSignal"]
 
@@ -135,11 +135,8 @@ class EstimatedPerformanceSignal:
         value, se = estimate.metrics["accuracy"], estimate.accuracy_se
         record = recorder()
         if record is not None:
-            context = self.context
             record(
-                TracePoint(
-                    context.model_id,
-                    context.model_version,
+                self.context.point(
                     int(batch.predictions.timestamps[estimate.index]),
                     "estimated",
                     "accuracy",

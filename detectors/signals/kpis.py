@@ -28,7 +28,7 @@ from driftline.detectors.signals.base import (
     rounded,
     z_quantile,
 )
-from driftline.detectors.trace import Recorder, TracePoint, recorder
+from driftline.detectors.trace import Recorder, recorder
 
 __all__ = ["KpiSignal", "applies", "record_coverage"]
 
@@ -233,11 +233,8 @@ class KpiSignal:
                 else self._reference_values.get(threshold.metric)
             )
             if record is not None:
-                context = self.context
                 record(
-                    TracePoint(
-                        context.model_id,
-                        context.model_version,
+                    self.context.point(
                         trigger.labeled_at_ms,
                         "kpi",
                         threshold.metric,
@@ -390,16 +387,7 @@ def record_coverage(
     expire unlabelled (when outcomes stop, only the latter happen)."""
     coverage = labels.measure(("label_coverage",))[0].get("label_coverage")  # running counts
     if coverage is not None:
-        record(
-            TracePoint(
-                context.model_id,
-                context.model_version,
-                time_ms,
-                "label_coverage",
-                "label_coverage",
-                float(coverage),
-            )
-        )
+        record(context.point(time_ms, "label_coverage", "label_coverage", float(coverage)))
 
 
 def applies(metric: str, task: Task | None) -> bool:

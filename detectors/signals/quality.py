@@ -74,9 +74,7 @@ class QualitySignal:
 
     def _point(self, measure: QualityMeasure, time_ms: int, base: float) -> TracePoint:
         levels = getattr(self.context.settings.data_quality, measure.metric)
-        return TracePoint(
-            self.context.model_id,
-            self.context.model_version,
+        return self.context.point(
             time_ms,
             "data_quality",
             measure.feature,
