@@ -3,6 +3,7 @@ as a real subprocess, and helpers that wait on conditions with deadlines."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -21,6 +22,9 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from driftline.service.config import load_config
+from driftline.service.replay import replay
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIFTLINE = [sys.executable, "-m", "driftline.service.cli"]
@@ -86,7 +90,12 @@ def create_topics(
 
 @pytest.fixture
 def topics(bootstrap: str, request: pytest.FixtureRequest) -> Topics:
-    prefix = f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:6]}"
+    return new_topics(bootstrap, request.node.name[:40].replace("[", "-").replace("]", ""))
+
+
+def new_topics(bootstrap: str, label: str) -> Topics:
+    """A fresh set of the service's topics, named after ``label`` and made unique."""
+    prefix = f"t-{label}-{uuid.uuid4().hex[:6]}"
     result = Topics(
         prefix,
         f"{prefix}.predictions",
@@ -407,3 +416,21 @@ def essentials(alert: dict[str, Any]) -> tuple[Any, ...]:
         round(alert["value"], 9) if isinstance(alert["value"], float) else alert["value"],
         round(alert["threshold"], 9) if isinstance(alert["threshold"], float) else None,
     )
+
+
+def replay_alerts(
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]], defaults: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """What ``driftline replay`` publishes for these (prediction, outcome) pairs, with
+    ``defaults`` as the monitor settings when given: what a live run must decide."""
+    lines = b"".join(
+        orjson.dumps({"topic": topic, "key": event["model_id"], "value": event}) + b"\n"
+        for prediction, outcome in pairs
+        for topic, event in (("predictions", prediction), ("outcomes", outcome))
+    )
+    sink = io.BytesIO()
+    config = load_config(None, environ={})
+    if defaults:
+        config = config.model_copy(update={"defaults": defaults})
+    replay(config, io.BytesIO(lines), sink)
+    return [orjson.loads(line) for line in sink.getvalue().splitlines()]

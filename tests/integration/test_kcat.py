@@ -9,7 +9,6 @@ replaced by the test's own, and ``BOOTSTRAP`` is set in the environment."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -23,8 +22,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from driftline.service.config import KafkaSettings, TopicSettings, load_config
-from driftline.service.replay import replay
+from driftline.service.config import KafkaSettings, TopicSettings
 from driftline.service.synthetic import ModelStream, generate
 from tests.schemas import validate_output
 
@@ -34,6 +32,7 @@ from .conftest import (
     Topics,
     end_offsets,
     essentials,
+    replay_alerts,
     scrape,
     wait_for,
     wait_processed,
@@ -173,16 +172,7 @@ def replayed_alerts() -> list[tuple[Any, ...]]:
     prediction, outcome = (
         orjson.loads(line.split("|", 1)[1]) for line in (EXAMPLE_PREDICTION, EXAMPLE_OUTCOME)
     )
-    records = [("predictions", prediction), ("outcomes", outcome)]
-    for prediction, outcome in stream():
-        records += [("predictions", prediction), ("outcomes", outcome)]
-    lines = b"".join(
-        orjson.dumps({"topic": topic, "key": event["model_id"], "value": event}) + b"\n"
-        for topic, event in records
-    )
-    sink = io.BytesIO()
-    replay(load_config(None, environ={}), io.BytesIO(lines), sink)
-    alerts = (orjson.loads(line) for line in sink.getvalue().splitlines())
+    alerts = replay_alerts([(prediction, outcome), *stream()])
     return sorted(essentials(a) for a in alerts if a["kind"] != "incident")
 
 

@@ -12,7 +12,6 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,8 +28,8 @@ from .conftest import (
     ROOT,
     ServiceProcess,
     Topics,
-    create_topics,
     free_port,
+    new_topics,
     produce,
     produce_events,
     read_all,
@@ -159,27 +158,9 @@ class Stack:
     settled_at: float  # wall-clock time by which driftline had processed everything
 
 
-def module_topics(bootstrap: str) -> Topics:
-    prefix = f"t-prometheus-{uuid.uuid4().hex[:6]}"
-    topics = Topics(
-        prefix,
-        predictions=f"{prefix}.predictions",
-        outcomes=f"{prefix}.outcomes",
-        alerts=f"{prefix}.alerts",
-        dead_letters=f"{prefix}.dead-letters",
-        kpis=f"{prefix}.kpis",
-        group_id=f"{prefix}.group",
-        state=f"{prefix}.state",
-    )
-    create_topics(bootstrap, [topics.predictions, topics.outcomes], partitions=2)
-    create_topics(bootstrap, [topics.alerts, topics.dead_letters, topics.kpis], partitions=1)
-    create_topics(bootstrap, [topics.state], partitions=1, config={"cleanup.policy": "compact"})
-    return topics
-
-
 @pytest.fixture(scope="module")
 def stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    topics = module_topics(bootstrap)
+    topics = new_topics(bootstrap, "prometheus")
     service = ServiceProcess(bootstrap, topics, tmp_path_factory.mktemp("driftline"))
     service.config = {"processing": {"kpi_interval_s": 0.5}}
     # Prometheus first, so that it watches the whole run (a pending or firing alert for the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,8 +11,6 @@ from typing import Any
 import orjson
 import pytest
 
-from driftline.service.config import load_config
-from driftline.service.replay import replay
 from driftline.service.synthetic import ModelStream, generate
 from tests.schemas import KPI_SCHEMA, validate_output
 
@@ -24,6 +21,7 @@ from .conftest import (
     produce_events,
     read_all,
     read_until,
+    replay_alerts,
     scrape,
     wait_for,
     wait_processed,
@@ -31,22 +29,6 @@ from .conftest import (
 
 DEGRADED = ModelStream("credit", seed=11, change_at=3000, accuracy_after=0.70)
 HEALTHY = ModelStream("fraud", seed=12)
-
-
-def replay_alerts(
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]], defaults: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    lines = b"".join(
-        orjson.dumps({"topic": topic, "key": event["model_id"], "value": event}) + b"\n"
-        for prediction, outcome in pairs
-        for topic, event in (("predictions", prediction), ("outcomes", outcome))
-    )
-    sink = io.BytesIO()
-    config = load_config(None, environ={})
-    if defaults:
-        config = config.model_copy(update={"defaults": defaults})
-    replay(config, io.BytesIO(lines), sink)
-    return [orjson.loads(line) for line in sink.getvalue().splitlines()]
 
 
 def published(
