@@ -672,22 +672,21 @@ def as_float32(values: np.ndarray) -> np.ndarray:
     return clipped.astype(np.float32)
 
 
-def _nan_block(rows: int, size: int) -> np.ndarray:
-    """A ``(rows, size)`` float32 array of NaN. One of more than a few pages gets memory of its
-    own (an anonymous mapping), which goes back to the system as soon as it is freed; from the
-    heap, the allocator would keep the hole (a model's fill array is freed once, when its
-    reference is condensed, and nothing of that size may follow)."""
+def _fill_block(rows: int, size: int) -> np.ndarray:
+    """A ``(rows, size)`` float32 array of zeros, its columns set (to NaN, then values) as the
+    reference takes its events. One of more than a few pages gets memory of its own (an
+    anonymous mapping): the system hands out its pages zeroed on first touch, so a model that
+    has taken a few events holds only the pages of those columns, and the whole mapping goes
+    back to the system as soon as it is freed; from the heap, the allocator would keep the hole
+    (a model's fill array is freed once, when its reference is condensed, and nothing of that
+    size may follow)."""
     nbytes = 4 * rows * size
-    out = None
     if nbytes >= _OWN_MAPPING_BYTES:
         try:
-            out = np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float32).reshape(rows, size)
+            return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float32).reshape(rows, size)
         except OSError:  # out of mappings: the heap will do
-            out = None
-    if out is None:
-        out = np.empty((rows, size), dtype=np.float32)
-    out.fill(np.nan)
-    return out
+            pass
+    return np.zeros((rows, size), dtype=np.float32)
 
 
 def _edges_float32(edges: np.ndarray) -> np.ndarray:
@@ -987,15 +986,20 @@ class FeatureReference:
                 self._category_counts[name] = {}
         if not numeric:
             return
-        block = _nan_block(len(self._block_rows) + len(numeric), self.size)
-        if self._block_rows:
-            block[: len(self._block_rows)] = self._block
+        known = len(self._block_rows)
+        block = _fill_block(known + len(numeric), self.size)
+        if known:
+            block[:known, : self._rows] = self._block[:, : self._rows]
+        # Events before a feature first appeared did not carry it.
+        block[known:, : self._rows] = np.nan
         for name in numeric:
             self._block_rows[name] = len(self._block_rows)
         self._block = block
 
     def _take(self, columns: FeatureColumns, lo: int, hi: int) -> None:
         at = self._rows
+        # Missing (NaN) in these events unless the batch carries the feature.
+        self._block[:, at : at + hi - lo] = np.nan
         for name, kind in self._kinds.items():
             held = columns.numeric if kind == "numeric" else columns.categorical
             values = held.get(name)

@@ -285,3 +285,43 @@ def test_the_reference_refuses_skipped_events_and_pickles_while_filling() -> Non
         assert r.observe(column(values[7:]), kinds, position=7) == 4993 and r.ready
     assert np.array_equal(big.numeric.sample, clone.numeric.sample)
     assert big.numeric.summary(0) == clone.numeric.summary(0)
+
+
+def test_a_feature_counts_only_the_fill_events_that_carried_it() -> None:
+    """The fill array is set column by column as events are taken: a numeric feature that
+    first appears mid-fill, or that a batch lacks, is missing in those events' columns (not 0),
+    exactly as when the same events come in one batch with the gaps as nulls."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(5.0, 1.0, 10), rng.normal(-5.0, 1.0, 10)
+    kinds: dict[str, FeatureKind] = {"x": "numeric", "y": "numeric"}
+
+    def batch(lo: int, hi: int, names: tuple[str, ...]) -> FeatureColumns:
+        n = hi - lo
+        values = {k: v[lo:hi] for k, v in (("x", x), ("y", y)) if k in names}
+        no = {k: np.zeros(n, dtype=bool) for k in values}
+        return FeatureColumns(n, values, {}, no, no)
+
+    # Big enough for a fill array of its own mapping (the pages the system zeroes).
+    size = 2048
+    pieces = FeatureReference(size=size)
+    pieces.observe(batch(0, 4, ("x",)), {"x": "numeric"}, position=0)
+    pieces.observe(batch(4, 7, ("x", "y")), kinds, position=4)
+    pieces.observe(batch(7, 10, ("y",)), kinds, position=7)
+    x_gaps, y_gaps = x.copy(), y.copy()
+    x_gaps[7:], y_gaps[:4] = np.nan, np.nan
+    missing = {"x": np.isnan(x_gaps), "y": np.isnan(y_gaps)}
+    whole = FeatureReference(size=size)
+    no = np.zeros(10, dtype=bool)
+    whole.observe(
+        FeatureColumns(10, {"x": x_gaps, "y": y_gaps}, {}, missing, {"x": no, "y": no}),
+        kinds,
+        position=0,
+    )
+    rest = FeatureColumns(size - 10, {}, {}, {}, {})
+    for reference in (pieces, whole):
+        reference.observe(rest, kinds, position=10)
+        assert reference.ready
+    assert pieces.numeric.count.tolist() == whole.numeric.count.tolist() == [7, 6]
+    for i in range(2):
+        assert pieces.numeric.summary(i) == whole.numeric.summary(i)
+    assert pieces.numeric.summary(1)["max"] < 0  # no 0 from the events before y appeared
