@@ -189,6 +189,7 @@ class DriftlineApp:
             while self._running:
                 messages = self._consumer.consume(processing.batch_size, processing.poll_timeout_s)
                 self._health.beat()
+                self._refresh_model_gauges()  # a rebalance (in consume) changes the monitors
                 if messages:
                     fetched = True
                     self._handle(messages)
@@ -342,18 +343,9 @@ class DriftlineApp:
         for model_id, error in result.failures:
             metrics.MODEL_FAILURES.labels(model_id).inc()
             self._log.error("model_failed", model_id=model_id, error=error)
-        # What fires changes only with an alert, a failure or the set of monitors (a reload,
-        # an assignment; a newly admitted model fires nothing yet): walking every monitor after
-        # every batch cost 1.8 us a message at 1,000 models.
-        if result.alerts or result.failures or self._monitors_changed:
-            self._monitors_changed = False
-            self._failed_gauges.replace({(m,): 1.0 for m in self._pipeline.failed_models})
-            firing: dict[tuple[str, ...], float] = {}
-            for monitor in self._pipeline.monitors():
-                for kind, *_ in monitor.firing:
-                    key = (monitor.model_id, kind)
-                    firing[key] = firing.get(key, 0.0) + 1.0
-            self._firing_gauges.replace(firing)
+        if result.alerts or result.failures:
+            self._monitors_changed = True
+        self._refresh_model_gauges()
         metrics.LABELED.inc(result.labeled)
         metrics.EXPIRED_PREDICTIONS.inc(result.expired_predictions)
         metrics.JOIN_EVICTIONS.inc(result.evicted)
@@ -363,6 +355,27 @@ class DriftlineApp:
             sum(t.join.waiting_predictions for t in tasks)
         )
         metrics.JOIN_WAITING.labels("outcomes").set(sum(t.join.waiting_outcomes for t in tasks))
+
+    def _refresh_model_gauges(self) -> None:
+        """Set the firing and failed gauges from the monitors, if anything they show changed.
+
+        What fires changes only with an alert, a failure or the set of monitors (a reload, an
+        assignment; a newly admitted model fires nothing yet): walking every monitor after
+        every batch cost 1.8 us a message at 1,000 models. The run loop calls this after every
+        read too, so a replica whose partitions moved away drops their series even when nothing
+        more arrives for it: a stale 1 would keep ``DriftlineModelAlertFiring`` (the max over
+        replicas) firing after the new owner resolved the alert.
+        """
+        if not self._monitors_changed:
+            return
+        self._monitors_changed = False
+        self._failed_gauges.replace({(m,): 1.0 for m in self._pipeline.failed_models})
+        firing: dict[tuple[str, ...], float] = {}
+        for monitor in self._pipeline.monitors():
+            for kind, _, _, severity in monitor.firing:
+                key = (monitor.model_id, kind, severity)
+                firing[key] = firing.get(key, 0.0) + 1.0
+        self._firing_gauges.replace(firing)
 
     def _publish_kpis(self) -> None:
         values: dict[tuple[str, ...], float] = {}

@@ -56,8 +56,8 @@ SEGMENT_POOLED = Gauge(
 )
 ALERT_ACTIVE = Gauge(
     "driftline_alerts_firing",
-    "Alerts currently firing per model and kind.",
-    ["model_id", "kind"],
+    "Alerts currently firing per model, kind and severity.",
+    ["model_id", "kind", "severity"],
 )
 COMMITS = Counter("driftline_offset_commits_total", "Offset commits.", ["result"])
 REBALANCES = Counter("driftline_rebalances_total", "Partition assignment changes.", ["event"])

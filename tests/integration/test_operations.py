@@ -24,6 +24,7 @@ from .conftest import (
     ServiceProcess,
     Topics,
     committed_offsets,
+    end_offsets,
     produce_events,
     read_all,
     scrape,
@@ -60,7 +61,6 @@ def test_metrics_and_health_after_known_input(
     _, ready = get(f"{service.url}/readyz")
     assert ready["assigned_partitions"] == 2 and ready["broker_reachable"] is True
 
-
     def settled() -> tuple[list[dict[str, Any]], dict[str, float]] | None:
         """The alerts topic and the metrics once they agree. Committed offsets do not mean
         every alert is out: one held for the other stream is published max_buffer_ms later."""
@@ -91,18 +91,18 @@ def test_metrics_and_health_after_known_input(
             and 'status="firing"' in k
         )
         assert counted == sum(1 for a in firing if a["kind"] == kind)
-        # The gauge of alerts firing now: fired minus resolved, per model and kind.
+    # The gauge of alerts firing now: fired minus resolved, per model, kind and severity.
+    for kind, severity in {(a["kind"], a["severity"]) for a in firing}:
         now_firing = sum(
-            1 if a["status"] == "firing" else -1 for a in alerts if a["kind"] == kind
+            1 if a["status"] == "firing" else -1
+            for a in alerts
+            if a["kind"] == kind and a["severity"] == severity
         )
-        gauge = [
-            v
-            for k, v in metrics.items()
-            if k.startswith("driftline_alerts_firing{")
-            and f'kind="{kind}"' in k
-            and 'model_id="m-degraded"' in k
-        ]
-        assert sum(gauge) == now_firing
+        gauge = metrics.get(
+            f'driftline_alerts_firing{{kind="{kind}",model_id="m-degraded",severity="{severity}"}}',
+            0.0,
+        )
+        assert gauge == now_firing, (kind, severity)
     assert 0.88 < metrics['driftline_model_kpi{metric="accuracy",model_id="m-healthy"}'] < 0.96
     assert metrics['driftline_model_kpi{metric="accuracy",model_id="m-degraded"}'] < 0.7
     assert metrics["driftline_batch_processing_seconds_count"] >= 1
@@ -285,3 +285,82 @@ def test_sigterm_stops_cleanly_mid_stream(
         for o in committed_offsets(bootstrap, topics.group_id, t, 2).values()
     )
     assert committed == consumed
+
+
+def test_firing_series_follow_their_partition_to_the_next_replica(
+    bootstrap: str, topics: Topics, service: ServiceProcess, tmp_path: Path
+) -> None:
+    """Two degrading models on different partitions fire on one replica; a second replica joins
+    and takes one partition, with nothing more to read. Each replica then exports the firing
+    series of exactly the models on its partitions: the one that gave a partition away drops
+    them (a stale 1 would keep DriftlineModelAlertFiring, a max over replicas, firing after the
+    new owner resolves the alert), and the new owner exports the restored ones."""
+    streams = [
+        ModelStream(name, seed=seed, change_at=1000, accuracy_after=0.55, numeric_shift={"x1": 2})
+        for name, seed in (("moving-0", 61), ("moving-4", 62))
+    ]
+    small = {"reference_size": 600, "window_size": 300, "every": 100}
+    service.config = {
+        "defaults": {
+            "data_drift": small,
+            "prediction_drift": small,
+            "kpis": {"reference_size": 600, "size": 300},
+        }
+    }
+    partition_of: dict[str, int] = {}
+    for spec in streams:
+        before = end_offsets(bootstrap, topics.predictions, 2)
+        produce_events(bootstrap, topics, generate(spec, 2000))
+        after = end_offsets(bootstrap, topics.predictions, 2)
+        (partition_of[spec.model_id],) = (p for p in after if after[p] > before[p])
+    assert sorted(partition_of.values()) == [0, 1], partition_of  # one model per partition
+
+    def firing(process: ServiceProcess) -> dict[str, float]:
+        return {
+            name: value
+            for name, value in scrape(process.url).items()
+            if name.startswith("driftline_alerts_firing{") and value > 0
+        }
+
+    def model_of(series: str) -> str:
+        return series.split('model_id="', 1)[1].split('"', 1)[0]
+
+    service.start()
+    wait_processed(bootstrap, topics)
+    firing_first = wait_for(
+        lambda: (f := firing(service)) and {model_of(s) for s in f} == set(partition_of) and f,
+        60,
+        "both models to have alerts firing on the first replica",
+    )
+
+    def owned(process: ServiceProcess) -> set[int]:
+        tasks: set[int] = set()
+        for line in process.log_lines():
+            if line.get("event") == "partitions_assigned":
+                tasks |= set(line["tasks"])
+            elif line.get("event") in ("partitions_revoked", "partitions_lost"):
+                tasks -= set(line["tasks"])
+        return tasks
+
+    other = ServiceProcess(bootstrap, topics, tmp_path / "b", config=service.config)
+    other.tmp.mkdir()
+    other.start()
+    try:
+        wait_for(lambda: len(owned(other)) == 1 and len(owned(service)) == 1, 60, "one task each")
+
+        def split_by_owner() -> tuple[dict[str, float], dict[str, float]] | None:
+            exported = [firing(p) for p in (service, other)]
+            for process, series in zip((service, other), exported, strict=True):
+                tasks = owned(process)
+                if {model_of(s) for s in series} != {
+                    m for m, q in partition_of.items() if q in tasks
+                }:
+                    return None
+            return exported[0], exported[1]
+
+        mine, theirs = wait_for(
+            split_by_owner, 30, "each replica to export the firing series of its own models"
+        )
+        assert {**mine, **theirs} == firing_first  # the same alerts, each on one replica
+    finally:
+        assert other.stop() == 0

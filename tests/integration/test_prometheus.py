@@ -270,13 +270,14 @@ def test_the_model_rule_fires_for_the_degrading_model_and_nothing_fires_for_the_
         kpi = f'driftline_model_kpi{{job="driftline", model_id="{model.model_id}"}}'
         assert prometheus.query(kpi), f"Prometheus has no KPI of {model.model_id}"
 
-    # The degrading model: one firing alert per kind driftline has firing for it.
-    def kinds_driftline_fires() -> set[str]:
+    # The degrading model: one firing alert per kind and severity driftline has firing for it.
+    def firing_in_driftline() -> set[tuple[str, str]]:
         series = re.compile(
-            rf'^driftline_alerts_firing\{{kind="(\w+)",model_id="{DEGRADED.model_id}"\}}$'
+            rf'^driftline_alerts_firing\{{kind="(\w+)",model_id="{DEGRADED.model_id}",'
+            r'severity="(\w+)"\}$'
         )
         return {
-            m[1]
+            (m[1], m[2])
             for name, value in scrape(service.url).items()
             if (m := series.match(name)) and value > 0
         }
@@ -289,18 +290,20 @@ def test_the_model_rule_fires_for_the_degrading_model_and_nothing_fires_for_the_
             and a["labels"].get("model_id") == DEGRADED.model_id
             and a["state"] == "firing"
         ]
-        kinds = kinds_driftline_fires()
-        return alerts if kinds and {a["labels"]["kind"] for a in alerts} == kinds else None
+        pairs = firing_in_driftline()
+        got = {(a["labels"]["kind"], a["labels"]["severity"]) for a in alerts}
+        return alerts if pairs and got == pairs else None
 
     firing = wait_for(
         firing_as_expected,
         30,
-        f"{MODEL_ALERT} to fire for {DEGRADED.model_id}, once per kind driftline has firing",
+        f"{MODEL_ALERT} to fire for {DEGRADED.model_id}, once per kind and severity driftline "
+        "has firing",
         interval=0.5,
     )
     published = [orjson.loads(m.value()) for m in read_all(service.bootstrap, stack.topics.alerts)]
-    fired_kinds = {
-        a["kind"]
+    fired = {
+        (a["kind"], a["severity"])
         for a in published
         if a["model_id"] == DEGRADED.model_id
         and a["kind"] != "incident"
@@ -309,10 +312,10 @@ def test_the_model_rule_fires_for_the_degrading_model_and_nothing_fires_for_the_
     for alert in firing:
         labels = alert["labels"]
         assert set(labels) == {"alertname", "model_id", "kind", "severity"}, labels
-        assert labels["severity"] == "warning"
-        assert labels["kind"] in fired_kinds, (labels, fired_kinds)
+        assert (labels["kind"], labels["severity"]) in fired, (labels, fired)
         assert alert["annotations"]["summary"] == (
-            f"Model {DEGRADED.model_id}: driftline {labels['kind']} alert firing"
+            f"Model {DEGRADED.model_id}: driftline {labels['kind']} alert firing "
+            f"({labels['severity']})"
         )
         assert f"for model {DEGRADED.model_id}." in alert["annotations"]["description"]
 
