@@ -61,14 +61,14 @@ SIZES: dict[str, tuple[Any, Any, str]] = {
     "rss_models": ([1_000, 10_000], [20, 100], "model counts of the steady-state RSS runs"),
     "rss_events": (6_000, 6_000, "predictions per model to reach the steady state"),
     "rss_extra": (500, 500, "more events that must not grow RSS (first RSS run)"),
-    "fill_models": (20, 5, "models of the reference-fill RSS runs"),
+    "fill_models": (60, 5, "models of the reference-fill RSS runs"),
     "fill_checkpoints": (
         [1, 250, 1_000, 2_500, 4_900],
         [1, 200, 1_000],
         "events of the fill points",
     ),
     "rss_budget_s": ([600, 360], [60, 60], "seconds each steady-state RSS run may feed models"),
-    "fill_budget_s": (180.0, 30.0, "seconds a fill RSS run may feed models"),
+    "fill_budget_s": (300.0, 30.0, "seconds a fill RSS run may feed models"),
 }
 
 
