@@ -313,3 +313,30 @@ def test_batch_decoder_agrees_with_decode_prediction(values: list[bytes | None])
 @given(st.lists(messages(outcome=True), max_size=6))
 def test_batch_decoder_agrees_with_decode_outcome(values: list[bytes | None]) -> None:
     _same_as_per_message(values, outcome=True)
+
+
+def test_a_model_id_with_a_bad_character_is_refused_in_every_batch() -> None:
+    """The characters of a model_id are checked once per distinct id and decoder: an id found
+    bad stays bad in later batches, next to ids already found good, with decode_outcome's
+    reason and detail."""
+    from driftline.service.decode import BatchDecoder
+
+    def outcome(model_id: str) -> bytes:
+        return orjson.dumps({"event_id": "e", "model_id": model_id, "timestamp": 5, "label": 0})
+
+    decoder = BatchDecoder(LIMITS)
+    with pytest.raises(DecodeError) as expected:
+        decode_outcome(outcome("a b"), SOURCE, LIMITS)
+    for batch in (
+        [outcome("m-1"), outcome("a b")],
+        [outcome("a b"), outcome("m-1"), outcome("m\n")],
+    ):
+        docs, errors = decoder.decode_outcomes(batch)
+        bad = [i for i, value in enumerate(batch) if value != outcome("m-1")]
+        assert [i for i, _ in errors] == bad
+        assert all(docs[i] is None for i in bad) and all(
+            doc is not None and doc.model_id == "m-1" for i, doc in enumerate(docs) if i not in bad
+        )
+        assert {(e.reason, e.detail) for _, e in errors} == {
+            (expected.value.reason, expected.value.detail)
+        }
