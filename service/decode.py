@@ -409,9 +409,8 @@ class BatchDecoder:
             ]
         invalid = self._invalid_ids({d.model_id for d in docs if d is not None})
         if invalid:
-            doubtful = sorted(
-                {*doubtful, *(i for i, d in enumerate(docs) if d is not None and d.model_id in invalid)}
-            )
+            bad = [i for i, d in enumerate(docs) if d is not None and d.model_id in invalid]
+            doubtful = sorted({*doubtful, *bad})
         for i in doubtful:
             try:
                 event = careful(values[i], _NOWHERE, limits)
