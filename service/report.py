@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import html
 import os
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from driftline.detectors.trace import TracePoint, recording
+from driftline.detectors.trace import SeriesTrace, TracePoint, recording
 from driftline.service.backtest import ModelBacktest, backtest
 from driftline.service.config import Config
 from driftline.service.pipeline import ProfileLoader
@@ -37,12 +36,26 @@ class ModelTrace:
     """Everything recorded about one model: its evaluations by series, and what it published."""
 
     model_id: str
-    points: dict[str, list[TracePoint]] = field(default_factory=lambda: defaultdict(list))
+    traces: dict[str, SeriesTrace] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     incidents: list[dict[str, Any]] = field(default_factory=list)
 
+    def record(self, point: TracePoint) -> None:
+        trace = self.traces.get(point.series)
+        if trace is None:
+            trace = self.traces[point.series] = SeriesTrace(point.series)
+        trace.append(point)
+
     def series(self, name: str) -> list[TracePoint]:
-        return self.points.get(name, [])
+        """The points of one series, in the order recorded (built on each call)."""
+        trace = self.traces.get(name)
+        return trace.points() if trace is not None else []
+
+    @property
+    def last_time_ms(self) -> int | None:
+        """The latest event time of any point."""
+        times = [t for trace in self.traces.values() if (t := trace.last_time_ms) is not None]
+        return max(times, default=None)
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ def build_report(
         return trace
 
     def record(point: TracePoint) -> None:
-        trace_of(point.model_id).points[point.series].append(point)
+        trace_of(point.model_id).record(point)
 
     emitted: list[dict[str, Any]] = []
     # The alerts are kept from ``emitted``; the replay's own output is not needed.
@@ -88,8 +101,9 @@ def build_report(
     backtests = {}
     for model_id, trace in traces.items():
         kpis = config.monitor_settings(model_id).kpis
-        metric = _primary_metric(trace.series("kpi"))
-        points = [p for p in trace.series("kpi") if p.name == metric]
+        kpi_points = trace.series("kpi")
+        metric = _primary_metric(kpi_points)
+        points = [p for p in kpi_points if p.name == metric]
         backtests[model_id] = backtest(model_id, points, trace.alerts, kpis)
     ordered = tuple(traces[m] for m in sorted(traces))
     return Report(records, dead, summary, ordered, backtests, str(path))

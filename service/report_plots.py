@@ -243,7 +243,7 @@ def _marks(axes: Sequence[Axes], trace: ModelTrace) -> None:
             axes[panel].axvline(at, color=color, lw=1.1, alpha=0.9)
         else:
             axes[panel].axvline(at, color="#2e7d32", lw=1, ls="--", alpha=0.8)
-    end = max((p.time_ms for series in trace.points.values() for p in series), default=None)
+    end = trace.last_time_ms
     for incident in trace.incidents:
         if incident.get("status") != "opened" or not incident.get("opened_at"):
             continue
