@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from driftline.service.cli import main
+from driftline.service.replay import read_records
 from driftline.service.synthetic import ModelStream, generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,3 +193,19 @@ def test_replay_report_and_profile_need_no_kafka_client(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
     for written in ("profile.json", "alerts.jsonl", "report.html"):
         assert (tmp_path / written).exists()
+
+
+def test_a_replayed_record_holds_no_more_memory_than_its_bytes(records: Path) -> None:
+    """A model's buffer keeps its records until it is observed (up to
+    ``processing.min_model_batch`` per model in a replay): each value must cost about its length,
+    not the 8 KB orjson's output keeps whatever its length."""
+    with records.open("rb") as source:
+        lines = source.readlines()[:1000]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = [r.value for r in read_records(lines)]  # type: ignore[union-attr]
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    length = sum(len(v or b"") for v in kept)
+    per_record = held / len(kept)
+    assert held < 2 * length, f"{per_record:.0f} bytes held for {length / len(kept):.0f}"
