@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from bench import quality as q
 from driftline.service.pipeline import InputRecord, Role
+from driftline.service.replay import json_bytes
 
 TS_MARK = 9_999_999_999_999
 _MARK_BYTES = b'"timestamp":' + str(TS_MARK).encode()
@@ -123,11 +123,7 @@ def generate(
     model_ids = [f"{prefix}{k}" for k in range(models)]
     keys = [m.encode() for m in model_ids]
     names = q.FEATURE_NAMES
-    def dumps(doc: dict[str, Any]) -> bytes:
-        # Copied: orjson's bytes keep a 4-8 KB allocation whatever their length, and a run holds
-        # up to a million of them.
-        return bytes(memoryview(orjson.dumps(doc)))
-
+    dumps = json_bytes  # a run holds up to a million values
     predictions: list[bytes] = []
     outcomes: list[bytes] = []
     for r in range(n):

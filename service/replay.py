@@ -46,11 +46,16 @@ def read_records(lines: Iterable[bytes]) -> Iterator[InputRecord | DeadLetter]:
             partition=0,
             offset=number,
             key=None if key is None else str(key).encode(),
-            # The event is re-serialised so the decoder sees exactly what Kafka would carry, and
-            # copied: orjson's bytes keep an 8 KB allocation whatever their length, and a
-            # model's buffer holds its records until it is observed.
-            value=None if value is None else bytes(memoryview(orjson.dumps(value))),
+            # The event is re-serialised so the decoder sees exactly what Kafka would carry.
+            value=None if value is None else json_bytes(value),
         )
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON, in bytes that hold only their length: orjson's own keep a
+    4-8 KB allocation whatever their length, and a model's buffer holds its records until it
+    is observed (a replay, or a benchmark's input, holds many)."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def replay(
